@@ -1,0 +1,77 @@
+"""Saving and loading checkpoints: atomic writes, no pickled code.
+
+A checkpoint is a dict of tensors and plain Python values (no classes), so it loads with
+``torch.load(weights_only=True)``. Keys: ``model`` (state dict), ``model_config`` (see
+:class:`nowcast.models.ModelConfig`), ``transform``, ``data`` (frames in/out and the time steps
+trained on), ``optimizer``, ``step``, ``epoch``, ``best_val``, ``config`` (the Hydra config as a
+dict), ``version`` and ``rng`` states.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REQUIRED_KEYS = ("model", "model_config", "transform", "data")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: unreadable, unsafe or incompatible."""
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename the temporary file over ``path``.
+
+    The temporary file lives in the target folder (same filesystem), is flushed to disk before
+    the rename, and is removed if ``write`` fails, so ``path`` is either the old file or the
+    complete new one, never a partial one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
+    """Write a checkpoint atomically."""
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; anything else raises :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsupported content"
+        raise CheckpointError(f"{path}: refused, not a plain weights file ({first})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
+    if not isinstance(payload, dict) or any(k not in payload for k in REQUIRED_KEYS):
+        raise CheckpointError(f"{path}: not a nowcast checkpoint (needs keys {list(REQUIRED_KEYS)})")
+    return payload
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file (recorded in forecast outputs)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

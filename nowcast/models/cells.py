@@ -1,0 +1,238 @@
+"""Convolutional recurrent cells: each does one time step; the stack unrolls them.
+
+Every cell splits its gate pre-activations into an *input-to-state* part, computed by
+:meth:`ConvRNNCell.project_inputs` for all time steps in one batched convolution, and a
+*state-to-state* part computed per step in :meth:`ConvRNNCell.forward`. The sum equals one
+convolution over the concatenation ``[x, h]`` used in the papers, because convolution is linear.
+
+Shapes: inputs ``(B, T, C_in, H, W)``; hidden and cell states ``(B, C_hid, H, W)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+State = tuple[Tensor, ...]
+
+
+class ConvRNNCell(nn.Module):
+    """Base class: owns the input and hidden convolutions and the gate bias.
+
+    Parameters
+    ----------
+    in_channels
+        Channels of the cell's input; 0 for a cell that receives no input (the paper's
+        first forecaster layer), in which case only the state-to-state path exists.
+    hidden_channels
+        Channels of the hidden (and cell) state.
+    kernel_size
+        Odd kernel size of both convolutions; padding is ``kernel_size // 2``.
+    frame_size
+        ``(H, W)`` of the state, needed only by cells with per-pixel weights.
+    """
+
+    n_gates: int = 4
+    n_states: int = 2
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        kernel_size: int = 3,
+        frame_size: tuple[int, int] | None = None,
+    ) -> None:
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        self.in_channels = in_channels
+        self.hidden_channels = hidden_channels
+        self.kernel_size = kernel_size
+        padding = kernel_size // 2
+        gate_channels = self.n_gates * hidden_channels
+        self.input_conv = (
+            nn.Conv2d(in_channels, gate_channels, kernel_size, padding=padding, bias=False)
+            if in_channels > 0
+            else None
+        )
+        self.hidden_conv = nn.Conv2d(
+            hidden_channels, self._hidden_gate_channels(), kernel_size, padding=padding, bias=False
+        )
+        self.bias = nn.Parameter(torch.zeros(gate_channels))
+
+    def _hidden_gate_channels(self) -> int:
+        return self.n_gates * self.hidden_channels
+
+    def project_inputs(self, x: Tensor) -> Tensor | None:
+        """Input-to-state pre-activations for all steps: ``(B, T, C_in, H, W) -> (B, T, G*C_hid, H, W)``."""
+        if self.input_conv is None:
+            return None
+        b, t = x.shape[:2]
+        y = self.input_conv(x.flatten(0, 1))  # (B*T, G*C_hid, H, W)
+        return y.unflatten(0, (b, t))
+
+    def init_state(self, reference: Tensor, height: int, width: int) -> State:
+        """Zero state shaped from ``reference``'s batch size, device and dtype."""
+        shape = (reference.shape[0], self.hidden_channels, height, width)
+        return tuple(
+            torch.zeros(shape, device=reference.device, dtype=reference.dtype)
+            for _ in range(self.n_states)
+        )
+
+    def _gates(self, x_gates: Tensor | None, h: Tensor) -> Tensor:
+        gates = self.hidden_conv(h) + self.bias[:, None, None]
+        return gates if x_gates is None else gates + x_gates
+
+    def forward(self, x_gates: Tensor | None, state: State) -> State:  # pragma: no cover
+        """Advance one step; ``x_gates`` is one time slice of :meth:`project_inputs` (or None)."""
+        raise NotImplementedError
+
+
+class ConvLSTMCell(ConvRNNCell):
+    r"""Convolutional LSTM cell of Shi et al. (2015), eqs. (3).
+
+    .. math::
+        i_t &= \sigma(W_{xi} * X_t + W_{hi} * H_{t-1} + W_{ci} \circ C_{t-1} + b_i) \\
+        f_t &= \sigma(W_{xf} * X_t + W_{hf} * H_{t-1} + W_{cf} \circ C_{t-1} + b_f) \\
+        g_t &= \tanh(W_{xc} * X_t + W_{hc} * H_{t-1} + b_c) \\
+        C_t &= f_t \circ C_{t-1} + i_t \circ g_t \\
+        o_t &= \sigma(W_{xo} * X_t + W_{ho} * H_{t-1} + W_{co} \circ C_t + b_o) \\
+        H_t &= o_t \circ \tanh(C_t)
+
+    ``*`` is convolution and ``\circ`` the Hadamard product. The peephole terms
+    ``W_c\cdot \circ C`` are present only with ``peephole=True``; their weights are learned per
+    pixel, shape ``(C_hid, H, W)``, when ``frame_size`` is given, else per channel
+    ``(C_hid, 1, 1)`` so the cell stays fully convolutional. Gate order in the stacked
+    convolution output: i, f, o, g. The forget-gate bias starts at 1.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        kernel_size: int = 3,
+        frame_size: tuple[int, int] | None = None,
+        peephole: bool = False,
+    ) -> None:
+        super().__init__(in_channels, hidden_channels, kernel_size, frame_size)
+        with torch.no_grad():
+            self.bias[hidden_channels : 2 * hidden_channels].fill_(1.0)
+        self.peephole = peephole
+        if peephole:
+            shape = (hidden_channels, *frame_size) if frame_size else (hidden_channels, 1, 1)
+            self.w_ci = nn.Parameter(torch.zeros(shape))
+            self.w_cf = nn.Parameter(torch.zeros(shape))
+            self.w_co = nn.Parameter(torch.zeros(shape))
+
+    def forward(self, x_gates: Tensor | None, state: State) -> State:
+        """One step: returns ``(H_t, C_t)``, each ``(B, C_hid, H, W)``."""
+        h, c = state
+        i, f, o, g = self._gates(x_gates, h).chunk(4, dim=1)
+        if self.peephole:
+            i = i + self.w_ci * c
+            f = f + self.w_cf * c
+        c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        if self.peephole:
+            o = o + self.w_co * c_next
+        h_next = torch.sigmoid(o) * torch.tanh(c_next)
+        return h_next, c_next
+
+
+class ConvLSTMPeepholeCell(ConvLSTMCell):
+    """:class:`ConvLSTMCell` with the paper's peephole terms switched on (Gers & Schmidhuber 2000)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        kernel_size: int = 3,
+        frame_size: tuple[int, int] | None = None,
+    ) -> None:
+        super().__init__(in_channels, hidden_channels, kernel_size, frame_size, peephole=True)
+
+
+class ConvLSTMCoupledCell(ConvRNNCell):
+    r"""ConvLSTM with coupled input and forget gates (Greff et al. 2017, "CIFG").
+
+    .. math::
+        i_t &= \sigma(W_{xi} * X_t + W_{hi} * H_{t-1} + b_i), \quad f_t = 1 - i_t \\
+        g_t &= \tanh(W_{xc} * X_t + W_{hc} * H_{t-1} + b_c) \\
+        C_t &= f_t \circ C_{t-1} + i_t \circ g_t \\
+        o_t &= \sigma(W_{xo} * X_t + W_{ho} * H_{t-1} + b_o), \quad H_t = o_t \circ \tanh(C_t)
+
+    Gate order: i, o, g. Three gate convolutions instead of four.
+    """
+
+    n_gates = 3
+
+    def forward(self, x_gates: Tensor | None, state: State) -> State:
+        """One step: returns ``(H_t, C_t)``."""
+        h, c = state
+        i, o, g = self._gates(x_gates, h).chunk(3, dim=1)
+        i = torch.sigmoid(i)
+        c_next = (1 - i) * c + i * torch.tanh(g)
+        h_next = torch.sigmoid(o) * torch.tanh(c_next)
+        return h_next, c_next
+
+
+class ConvGRUCell(ConvRNNCell):
+    r"""Convolutional GRU (Cho et al. 2014; Ballas et al. 2016), no separate cell state.
+
+    .. math::
+        z_t &= \sigma(W_{xz} * X_t + W_{hz} * H_{t-1} + b_z) \\
+        r_t &= \sigma(W_{xr} * X_t + W_{hr} * H_{t-1} + b_r) \\
+        \tilde H_t &= \tanh(W_{xh} * X_t + W_{hh} * (r_t \circ H_{t-1}) + b_h) \\
+        H_t &= (1 - z_t) \circ H_{t-1} + z_t \circ \tilde H_t
+
+    Input-gate order: z, r, h. ``hidden_conv`` gives the z and r terms; ``candidate_conv``
+    convolves ``r_t \circ H_{t-1}``.
+    """
+
+    n_gates = 3
+    n_states = 1
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        kernel_size: int = 3,
+        frame_size: tuple[int, int] | None = None,
+    ) -> None:
+        super().__init__(in_channels, hidden_channels, kernel_size, frame_size)
+        self.candidate_conv = nn.Conv2d(
+            hidden_channels, hidden_channels, kernel_size, padding=kernel_size // 2, bias=False
+        )
+
+    def _hidden_gate_channels(self) -> int:
+        return 2 * self.hidden_channels
+
+    def forward(self, x_gates: Tensor | None, state: State) -> State:
+        """One step: returns ``(H_t,)``."""
+        (h,) = state
+        hid = self.hidden_channels
+        zr = self.hidden_conv(h) + self.bias[: 2 * hid, None, None]
+        cand = self.candidate_conv  # applied to r∘h below
+        if x_gates is not None:
+            zr = zr + x_gates[:, : 2 * hid]
+        z, r = torch.sigmoid(zr).chunk(2, dim=1)
+        h_cand = cand(r * h) + self.bias[2 * hid :, None, None]
+        if x_gates is not None:
+            h_cand = h_cand + x_gates[:, 2 * hid :]
+        h_next = (1 - z) * h + z * torch.tanh(h_cand)
+        return (h_next,)
+
+
+CELLS: dict[str, type[ConvRNNCell]] = {
+    "convlstm": ConvLSTMCell,
+    "convlstm_peephole": ConvLSTMPeepholeCell,
+    "convlstm_coupled": ConvLSTMCoupledCell,
+    "convgru": ConvGRUCell,
+}
+
+
+def get_cell(name: str) -> type[ConvRNNCell]:
+    """Look up a cell class by its config name; the error lists the valid names."""
+    try:
+        return CELLS[name]
+    except KeyError:
+        raise ValueError(f"unknown cell {name!r}; choose one of {sorted(CELLS)}") from None

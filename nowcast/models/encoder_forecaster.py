@@ -1,0 +1,204 @@
+"""The encoder–forecaster network of Shi et al. (2015), Fig. 3.
+
+A stack of recurrent cells encodes the input frames; a second stack, initialised from the
+encoder's final states, unrolls the forecast; a 1×1 convolution over the hidden states of all
+forecaster layers gives each output frame. Frames are folded into ``patch_size``×``patch_size``
+space-to-depth patches before the network and unfolded after.
+
+Unrolling is layer by layer: a layer runs over all time steps before the next layer starts, so
+each layer's input-to-state convolution runs once, batched over time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from nowcast.models.cells import ConvRNNCell, State, get_cell
+
+OUTPUT_ACTIVATIONS = {"sigmoid": torch.sigmoid, "identity": lambda x: x, "relu": F.relu}
+
+#: Time steps are given to the network as ``step_minutes / STEP_SCALE_MINUTES``.
+STEP_SCALE_MINUTES = 10.0
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the network; saved in every checkpoint.
+
+    Attributes
+    ----------
+    cell
+        Recurrent cell name (see :data:`nowcast.models.cells.CELLS`).
+    hidden
+        Hidden channels per layer, bottom to top; the encoder and forecaster mirror it.
+    kernel_size
+        Kernel of the gate convolutions.
+    patch_size
+        Space-to-depth factor; frames are padded to a multiple of it.
+    in_channels
+        Channels of one frame (1 for radar rain rate or Moving-MNIST).
+    output_activation
+        ``sigmoid`` (values in [0, 1]), ``relu`` or ``identity``.
+    step_channel
+        Feed the time step (minutes) as a constant extra input channel, so one model serves
+        radars on different cycles.
+    frame_size
+        ``(H, W)`` of the frames when fixed (Moving-MNIST); enables per-pixel peephole weights.
+    """
+
+    cell: str = "convlstm"
+    hidden: list[int] = field(default_factory=lambda: [64, 64])
+    kernel_size: int = 3
+    patch_size: int = 4
+    in_channels: int = 1
+    output_activation: str = "sigmoid"
+    step_channel: bool = False
+    frame_size: list[int] | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        """Build from a (checkpoint or Hydra) mapping; unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown model settings {sorted(unknown)}; known: {sorted(known)}")
+        values = dict(values)
+        values["hidden"] = [int(h) for h in values.get("hidden", [64, 64])]
+        if values.get("frame_size") is not None:
+            values["frame_size"] = [int(s) for s in values["frame_size"]]
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-types dict, safe for ``torch.load(weights_only=True)``."""
+        return asdict(self)
+
+
+class EncoderForecaster(nn.Module):
+    """ConvLSTM-family encoder–forecaster.
+
+    ``forward(frames, n_out)`` maps ``(B, T_in, C, H, W)`` to ``(B, n_out, C, H, W)``.
+    Any ``H, W`` works (the net is fully convolutional) unless ``frame_size`` fixes it.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.output_activation not in OUTPUT_ACTIVATIONS:
+            raise ValueError(
+                f"unknown output_activation {config.output_activation!r}; "
+                f"choose one of {sorted(OUTPUT_ACTIVATIONS)}"
+            )
+        self.config = config
+        cell_cls = get_cell(config.cell)
+        p = config.patch_size
+        extra = 1 if config.step_channel else 0
+        frame_channels = config.in_channels * p * p
+        grid = None
+        if config.frame_size is not None:
+            grid = (-(-config.frame_size[0] // p), -(-config.frame_size[1] // p))
+        k = config.kernel_size
+        below = [frame_channels + extra, *config.hidden[:-1]]
+        self.encoder = nn.ModuleList(
+            cell_cls(c_in, c_hid, k, grid) for c_in, c_hid in zip(below, config.hidden, strict=True)
+        )
+        below_fc = [extra, *config.hidden[:-1]]
+        self.forecaster = nn.ModuleList(
+            cell_cls(c_in, c_hid, k, grid)
+            for c_in, c_hid in zip(below_fc, config.hidden, strict=True)
+        )
+        self.output_conv = nn.Conv2d(sum(config.hidden), frame_channels, kernel_size=1)
+        self.activation = OUTPUT_ACTIVATIONS[config.output_activation]
+        #: Recompute each step in the backward pass to save memory (``trainer.checkpoint_steps``).
+        self.gradient_checkpointing = False
+
+    def forward(self, frames: Tensor, n_out: int, step_minutes: Tensor | None = None) -> Tensor:
+        """Forecast ``n_out`` frames.
+
+        Parameters
+        ----------
+        frames
+            Input frames ``(B, T_in, C, H, W)`` in model space.
+        n_out
+            Number of frames to forecast.
+        step_minutes
+            Time step of the sequence in minutes, ``(B,)``; required when the model was built
+            with ``step_channel=True``.
+
+        Returns
+        -------
+        Tensor
+            Forecast ``(B, n_out, C, H, W)``.
+        """
+        b, t_in, c, h, w = frames.shape
+        p = self.config.patch_size
+        pad_h, pad_w = (-h) % p, (-w) % p
+        if pad_h or pad_w:
+            frames = F.pad(frames.flatten(0, 1), (0, pad_w, 0, pad_h)).unflatten(0, (b, t_in))
+        x = F.pixel_unshuffle(frames.flatten(0, 1), p).unflatten(0, (b, t_in))  # (B, T, C*p*p, h', w')
+        hp, wp = x.shape[-2:]
+        step_field = self._step_field(step_minutes, x, hp, wp)
+        if step_field is not None:
+            x = torch.cat([x, step_field.unsqueeze(1).expand(-1, t_in, -1, -1, -1)], dim=2)
+
+        states: list[State] = []
+        layer_input = x
+        for cell in self.encoder:
+            outputs, state = self._unroll(cell, cell.project_inputs(layer_input), None, t_in, x, hp, wp)
+            states.append(state)
+            layer_input = outputs  # (B, T_in, C_hid, h', w')
+
+        hidden_all: list[Tensor] = []
+        layer_input = step_field.unsqueeze(1) if step_field is not None else None
+        for cell, state in zip(self.forecaster, states, strict=True):
+            projected = cell.project_inputs(layer_input) if layer_input is not None else None
+            outputs, _ = self._unroll(cell, projected, state, n_out, x, hp, wp)
+            hidden_all.append(outputs)
+            layer_input = outputs  # (B, n_out, C_hid, h', w')
+
+        stacked = torch.cat(hidden_all, dim=2).flatten(0, 1)  # (B*n_out, sum(hidden), h', w')
+        y = F.pixel_shuffle(self.output_conv(stacked), p)  # (B*n_out, C, H+pad, W+pad)
+        y = self.activation(y[..., :h, :w])
+        return y.unflatten(0, (b, n_out))
+
+    def _step_field(self, step_minutes: Tensor | None, x: Tensor, hp: int, wp: int) -> Tensor | None:
+        if not self.config.step_channel:
+            return None
+        if step_minutes is None:
+            raise ValueError("this model needs step_minutes (it was trained on several time steps)")
+        scaled = step_minutes.to(x.dtype).reshape(-1, 1, 1, 1) / STEP_SCALE_MINUTES
+        return scaled.expand(x.shape[0], 1, hp, wp)  # (B, 1, h', w')
+
+    def _unroll(
+        self,
+        cell: ConvRNNCell,
+        projected: Tensor | None,
+        state: State | None,
+        steps: int,
+        reference: Tensor,
+        hp: int,
+        wp: int,
+    ) -> tuple[Tensor, State]:
+        """Run ``cell`` for ``steps``; ``projected`` is ``(B, T, G*C, h', w')``, or T=1 for a constant input."""
+        if state is None:
+            state = cell.init_state(reference, hp, wp)
+        outputs = []
+        for t in range(steps):
+            x_t = None
+            if projected is not None:
+                x_t = projected[:, min(t, projected.shape[1] - 1)]
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                state = checkpoint(cell, x_t, state, use_reentrant=False)
+            else:
+                state = cell(x_t, state)
+            outputs.append(state[0])
+        return torch.stack(outputs, dim=1), state
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

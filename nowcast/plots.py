@@ -1,0 +1,166 @@
+"""Pictures: forecast GIFs, score-by-lead plots, performance diagrams, loss curves.
+
+All functions render headlessly (matplotlib's Agg backend) and write files atomically.
+Radar fields use pysteps' rain-rate colour scale (log-spaced levels in mm/h, white below the
+lowest level).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from nowcast.checkpoint import atomic_write  # noqa: E402
+
+GIF_FRAME_MS = 400
+
+
+def radar_colormap():
+    """pysteps' ``intensity`` colour map in mm/h: ``(cmap, norm, levels)``."""
+    from pysteps.visualization.precipfields import get_colormap
+
+    cmap, norm, levels, _ = get_colormap("intensity", "mm/h", "pysteps")
+    cmap = cmap.copy()
+    cmap.set_under("white")
+    cmap.set_bad("#d9d9d9")
+    return cmap, norm, levels
+
+
+def _style(radar: bool) -> dict:
+    if radar:
+        cmap, norm, _ = radar_colormap()
+        return {"cmap": cmap, "norm": norm}
+    return {"cmap": "gray", "vmin": 0.0, "vmax": 1.0}
+
+
+def _figure_to_image(fig) -> Image.Image:
+    fig.canvas.draw()
+    return Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
+
+
+def save_gif(images: Sequence[Image.Image], path: str | Path, frame_ms: int = GIF_FRAME_MS) -> None:
+    """Write frames as a looping GIF, atomically."""
+    first, *rest = images
+
+    def write(tmp: str) -> None:
+        first.save(tmp, format="GIF", save_all=True, append_images=rest, duration=frame_ms, loop=0)
+
+    atomic_write(path, write)
+
+
+def _save_figure(fig, path: str | Path) -> None:
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=Path(path).suffix[1:] or "png", dpi=100))
+    plt.close(fig)
+
+
+def sequence_gif(
+    inputs: np.ndarray,
+    truth: np.ndarray,
+    forecast: np.ndarray,
+    path: str | Path,
+    radar: bool = False,
+) -> int:
+    """GIF of input frames, then ground truth beside forecast; one row per sample.
+
+    Arrays are ``(N, T, H, W)`` in physical units. Returns the number of GIF frames.
+    """
+    n, t_in = inputs.shape[:2]
+    t_out = truth.shape[1]
+    style = _style(radar)
+    fig, axes = plt.subplots(n, 2, figsize=(5, 2.5 * n + 0.4), squeeze=False)
+    artists = []
+    for row in range(n):
+        left = axes[row, 0].imshow(inputs[row, 0], **style)
+        right = axes[row, 1].imshow(np.full_like(inputs[row, 0], np.nan), **style)
+        artists.append((left, right))
+        for ax in axes[row]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    title = fig.suptitle("")
+    images = []
+    for t in range(t_in + t_out):
+        forecasting = t >= t_in
+        for row, (left, right) in enumerate(artists):
+            if forecasting:
+                left.set_data(truth[row, t - t_in])
+                right.set_data(forecast[row, t - t_in])
+            else:
+                left.set_data(inputs[row, t])
+                right.set_data(np.full_like(inputs[row, t], np.nan))
+        axes[0, 0].set_title("ground truth" if forecasting else "input")
+        axes[0, 1].set_title("forecast" if forecasting else "")
+        label = f"lead +{t - t_in + 1}" if forecasting else f"input {t + 1}/{t_in}"
+        title.set_text(label)
+        images.append(_figure_to_image(fig))
+    plt.close(fig)
+    save_gif(images, path)
+    return len(images)
+
+
+def sample_grid(
+    inputs: np.ndarray, truth: np.ndarray, forecast: np.ndarray, path: str | Path, radar: bool = False
+) -> None:
+    """PNG grid per sample: last input frames, observed and forecast rows by lead."""
+    n, t_out = truth.shape[:2]
+    style = _style(radar)
+    fig, axes = plt.subplots(2 * n, t_out, figsize=(1.3 * t_out, 2.7 * n), squeeze=False)
+    for s in range(n):
+        for t in range(t_out):
+            for r, (name, field) in enumerate((("observed", truth), ("forecast", forecast))):
+                ax = axes[2 * s + r, t]
+                ax.imshow(field[s, t], **style)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if t == 0:
+                    ax.set_ylabel(name, fontsize=8)
+                if s == 0 and r == 0:
+                    ax.set_title(f"+{t + 1}", fontsize=8)
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def scores_by_lead(
+    scores: dict[str, dict], path: str | Path, thresholds: Sequence[float], lead_minutes: Sequence[float] | None = None
+) -> None:
+    """MSE, and CSI per threshold, by lead time for each method (``{method: Scorer.compute()}``)."""
+    methods = list(scores)
+    panels = ["mse"] + [f"csi@{float(t)}" for t in thresholds]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for method in methods:
+            if panel == "mse":
+                values = scores[method]["mse"]["by_lead"]
+            else:
+                values = scores[method]["csi"][panel.split("@")[1]]["by_lead"]
+            x = lead_minutes if lead_minutes is not None else range(1, len(values) + 1)
+            ax.plot(list(x), [np.nan if v is None else v for v in values], marker="o", ms=3, label=method)
+        ax.set_title(panel.replace("csi@", "CSI ≥ ").upper() if panel == "mse" else panel.replace("csi@", "CSI ≥ "))
+        ax.set_xlabel("lead (min)" if lead_minutes is not None else "lead (frames)")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def loss_curve(history: Sequence[dict[str, float]], path: str | Path) -> None:
+    """Training and validation loss against optimiser step (log scale)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for key in ("train_loss", "val_loss"):
+        points = [(h["step"], h[key]) for h in history if key in h]
+        if points:
+            steps, values = zip(*points, strict=True)
+            ax.plot(steps, values, marker="o" if key == "val_loss" else None, ms=3, label=key.replace("_", " "))
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    _save_figure(fig, path)

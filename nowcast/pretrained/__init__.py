@@ -1,0 +1,1 @@
+"""Pretrained weights shipped with the package (see README for the command that made them)."""

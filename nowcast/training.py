@@ -1,0 +1,454 @@
+"""The training loop: ``train(cfg, run_dir) -> metrics``.
+
+Holds optimisation, validation, checkpointing, resume, interruption and the final test pass.
+The Hydra entry point lives in :mod:`nowcast.train`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Sampler
+from tqdm.auto import tqdm
+
+from nowcast import __version__
+from nowcast.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from nowcast.data import DataBundle, build_data
+from nowcast.forecast import autocast, build_model, resolve_device, run_model
+from nowcast.metrics import Scorer
+from nowcast.models import EncoderForecaster, ModelConfig, count_parameters
+
+log = logging.getLogger(__name__)
+
+FSS_SCALES = (1, 5, 17)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss diverged); the message says what to do."""
+
+
+@dataclass
+class DistInfo:
+    """Rank and world size under ``torchrun`` (1 process otherwise)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process logs and writes files."""
+        return self.rank == 0
+
+
+class StepSampler(Sampler[int]):
+    """Sample indices for optimiser steps ``start_step .. total_steps-1``.
+
+    Step ``s`` on rank ``r`` of ``W`` reads indices ``(s*W + r)*B .. (s*W + r + 1)*B - 1``: every
+    rank gets its own shard (the role of ``DistributedSampler``), datasets map an index to a
+    sample deterministically, and a resumed run reads exactly what the first run would have.
+    """
+
+    def __init__(self, batch_size: int, start_step: int, total_steps: int, dist_info: DistInfo) -> None:
+        self.batch_size = batch_size
+        self.start_step = start_step
+        self.total_steps = total_steps
+        self.dist_info = dist_info
+
+    def __iter__(self) -> Iterator[int]:
+        w, r, b = self.dist_info.world_size, self.dist_info.rank, self.batch_size
+        for step in range(self.start_step, self.total_steps):
+            first = (step * w + r) * b
+            yield from range(first, first + b)
+
+    def __len__(self) -> int:
+        return max(0, self.total_steps - self.start_step) * self.batch_size
+
+
+@dataclass
+class RunState:
+    """Mutable bookkeeping saved in every checkpoint."""
+
+    step: int = 0
+    best_val: float = math.inf
+    stale_validations: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def masked_loss(name: str, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Mean loss over valid pixels; ``pred``/``target`` ``(B, T, C, H, W)`` in model space, float32."""
+    if name == "mse":
+        per_pixel = (pred - target) ** 2
+    elif name == "l1":
+        per_pixel = (pred - target).abs()
+    elif name == "bce":
+        per_pixel = F.binary_cross_entropy(pred.clamp(1e-6, 1 - 1e-6), target.clamp(0, 1), reduction="none")
+    else:
+        raise ValueError(f"unknown loss {name!r}; choose mse, bce or l1")
+    if valid is None:
+        return per_pixel.mean()
+    return (per_pixel * valid).sum() / valid.sum().clamp_min(1.0)
+
+
+def make_scorer(bundle: DataBundle) -> Scorer:
+    """Scores for the training run's test pass: radar gets FSS and B-MSE, Moving-MNIST SSIM."""
+    if bundle.radar:
+        return Scorer(bundle.thresholds, bundle.t_out, fss_scales=FSS_SCALES, balanced=True)
+    return Scorer(bundle.thresholds, bundle.t_out, ssim_range=1.0)
+
+
+def split_batch(batch: dict[str, torch.Tensor], t_in: int, device: torch.device) -> tuple:
+    """Inputs, targets, valid mask (or None) and step (or None), on ``device``."""
+    frames = batch["frames"].to(device, non_blocking=True)  # (B, T, C, H, W)
+    valid = batch.get("valid")
+    valid_out = valid[:, t_in:].to(device) if valid is not None else None
+    step = batch.get("step_minutes")
+    step = step.to(device).float() if step is not None else None
+    return frames[:, :t_in], frames[:, t_in:], valid_out, step
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _dist_info() -> DistInfo:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    return DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _model_config(cfg: DictConfig, bundle: DataBundle) -> ModelConfig:
+    values = OmegaConf.to_container(cfg.model, resolve=True)
+    config = ModelConfig.from_dict(values)
+    if config.frame_size is None and config.cell == "convlstm_peephole" and bundle.frame_size:
+        config.frame_size = list(bundle.frame_size)
+    return config
+
+
+class Trainer:
+    """One training run writing into ``run_dir``."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+        self.cfg = cfg
+        self.tcfg = cfg.trainer
+        self.run_dir = Path(run_dir)
+        self.dist = _dist_info()
+        if self.dist.world_size > 1 and not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() and self.tcfg.device != "cpu" else "gloo"
+            dist.init_process_group(backend)
+        self.device = resolve_device(self.tcfg.device)
+        if self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+            torch.backends.cudnn.benchmark = not self.tcfg.deterministic
+        _seed_everything(self.tcfg.seed)
+        if self.tcfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.bundle = build_data(cfg.data)
+        self.model_config = _model_config(cfg, self.bundle)
+        self.model = EncoderForecaster(self.model_config).to(self.device)
+        self.model.gradient_checkpointing = bool(self.tcfg.checkpoint_steps)
+        if self.device.type == "cpu" or self.tcfg.precision == "bf16":
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer = self._make_optimizer()
+        self.state = RunState()
+        self.stop_signal: int | None = None
+        steps_per_epoch = max(1, len(self.bundle.train) // (self.tcfg.batch_size * self.dist.world_size))
+        self.total_steps = min(self.tcfg.max_steps, self.tcfg.max_epochs * steps_per_epoch)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        if self.tcfg.resume:
+            self._resume(Path(str(self.tcfg.resume)))
+        self.net: torch.nn.Module = self.model
+        if self.tcfg.compile:
+            self.net = _try_compile(self.model)
+        if self.dist.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        name = self.tcfg.optimizer
+        params = self.model.parameters()
+        if name == "adam":
+            return torch.optim.Adam(params, lr=self.tcfg.lr)
+        if name == "rmsprop":
+            return torch.optim.RMSprop(params, lr=self.tcfg.lr, alpha=0.9)
+        raise ValueError(f"unknown optimizer {name!r}; choose adam or rmsprop")
+
+    # ------------------------------------------------------------------ checkpoints
+    def payload(self) -> dict[str, Any]:
+        """Everything needed to resume or to forecast, as plain types and tensors."""
+        return {
+            "model": self.model.state_dict(),
+            "model_config": self.model_config.to_dict(),
+            "transform": self.bundle.transform.to_dict(),
+            "data": {
+                "t_in": self.bundle.t_in,
+                "t_out": self.bundle.t_out,
+                "step_minutes": list(self.bundle.step_minutes),
+                "thresholds": list(self.bundle.thresholds),
+                "radar": self.bundle.radar,
+            },
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.state.step,
+            "best_val": self.state.best_val,
+            "stale_validations": self.state.stale_validations,
+            "history": self.state.history,
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "version": __version__,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def save(self, name: str) -> Path:
+        """Write ``checkpoints/<name>.pt`` atomically (rank 0 only)."""
+        path = self.ckpt_dir / f"{name}.pt"
+        if self.dist.is_main:
+            save_checkpoint(self.payload(), path)
+        return path
+
+    def _resume(self, path: Path) -> None:
+        payload = load_checkpoint(path)
+        resumed = build_model(payload, str(path))
+        if resumed.config != self.model_config:
+            raise TrainingError(
+                f"{path}: model config {resumed.config.to_dict()} differs from this run's "
+                f"{self.model_config.to_dict()}"
+            )
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.state = RunState(
+            step=int(payload["step"]),
+            best_val=float(payload["best_val"]),
+            stale_validations=int(payload.get("stale_validations", 0)),
+            history=list(payload.get("history", [])),
+        )
+        torch.set_rng_state(payload["torch_rng"])
+        log.info("resumed from %s at step %d", path, self.state.step)
+
+    # ------------------------------------------------------------------ loop
+    def _loader(self, dataset, sampler=None, shuffle=False) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.tcfg.batch_size,
+            sampler=sampler,
+            shuffle=shuffle,
+            num_workers=self.tcfg.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def _train_step(self, batch: dict[str, torch.Tensor]) -> float:
+        x, y, valid, step = split_batch(batch, self.bundle.t_in, self.device)
+        if self.device.type == "cpu":
+            x = x.contiguous()
+        self.optimizer.zero_grad(set_to_none=True)
+        pred = run_model(self.net, x, self.bundle.t_out, step, self.tcfg.precision)
+        loss = masked_loss(self.tcfg.loss, pred, y, valid)
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise TrainingError(
+                f"loss became {loss_value} at step {self.state.step + 1}; stopped, last good checkpoint "
+                f"kept in {self.ckpt_dir} (try a lower trainer.lr or trainer.precision=32)"
+            )
+        loss.backward()
+        if self.tcfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip)
+        self.optimizer.step()
+        return loss_value
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Mean loss on the validation set (model space)."""
+        self.model.eval()
+        total, count = 0.0, 0
+        for batch in self._loader(self.bundle.val):
+            x, y, valid, step = split_batch(batch, self.bundle.t_in, self.device)
+            pred = run_model(self.model, x, self.bundle.t_out, step, self.tcfg.precision)
+            total += float(masked_loss(self.tcfg.loss, pred, y, valid)) * x.shape[0]
+            count += x.shape[0]
+        self.model.train()
+        return total / max(count, 1)
+
+    def _install_signal_handlers(self) -> dict:
+        def handler(signum, _frame):
+            self.stop_signal = signum
+
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[sig] = signal.signal(sig, handler)
+            except ValueError:  # not in the main thread
+                pass
+        return previous
+
+    def fit(self) -> str:
+        """Train until ``max_steps``/``max_epochs``, early stop or a signal; returns why it stopped."""
+        sampler = StepSampler(self.tcfg.batch_size, self.state.step, self.total_steps, self.dist)
+        loader = self._loader(self.bundle.train, sampler=sampler)
+        previous = self._install_signal_handlers()
+        self.model.train()
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.state.step,
+            desc="train",
+            unit="step",
+            disable=not (self.dist.is_main and sys.stderr.isatty()),
+        )
+        reason = "max_steps"
+        window_loss, window_samples, window_start = 0.0, 0, time.perf_counter()
+        try:
+            for batch in loader:
+                loss = self._train_step(batch)
+                self.state.step += 1
+                window_loss += loss
+                window_samples += batch["frames"].shape[0] * self.dist.world_size
+                bar.update(1)
+                if self.state.step % self.tcfg.log_every == 0 or self.state.step == self.total_steps:
+                    elapsed = time.perf_counter() - window_start
+                    n_steps = max(1, round(window_samples / (self.tcfg.batch_size * self.dist.world_size)))
+                    record = {
+                        "step": self.state.step,
+                        "train_loss": window_loss / n_steps,
+                        "samples_per_s": window_samples / max(elapsed, 1e-9),
+                    }
+                    bar.set_postfix(loss=f"{record['train_loss']:.4f}", sps=f"{record['samples_per_s']:.1f}")
+                    self._log(record)
+                    window_loss, window_samples, window_start = 0.0, 0, time.perf_counter()
+                if self.state.step % self.tcfg.val_every == 0 or self.state.step == self.total_steps:
+                    if self._validate_and_checkpoint():
+                        reason = "early_stop"
+                        break
+                if self.stop_signal is not None:
+                    self.save("last")
+                    reason = f"signal {signal.Signals(self.stop_signal).name}"
+                    break
+        finally:
+            bar.close()
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+        if reason == "max_steps" and self.state.step and not (self.ckpt_dir / "last.pt").exists():
+            self._validate_and_checkpoint()
+        return reason
+
+    def _validate_and_checkpoint(self) -> bool:
+        """Validate, save ``last`` (and ``best``); return True when early stopping triggers."""
+        val = self.validate()
+        record = {"step": self.state.step, "val_loss": val}
+        self._log(record)
+        improved = val < self.state.best_val
+        if improved:
+            self.state.best_val = val
+            self.state.stale_validations = 0
+        else:
+            self.state.stale_validations += 1
+        self.save("last")
+        if improved:
+            self.save("best")
+        log.info("step %d val_loss %.5f%s", self.state.step, val, " (best)" if improved else "")
+        patience = self.tcfg.early_stop_patience
+        return patience > 0 and self.state.stale_validations >= patience
+
+    def _log(self, record: dict[str, float]) -> None:
+        self.state.history.append(record)
+        if not self.dist.is_main:
+            return
+        path = self.run_dir / "metrics.csv"
+        fields = ["step", "train_loss", "val_loss", "samples_per_s"]
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            if new:
+                writer.writeheader()
+            writer.writerow({k: record.get(k, "") for k in fields})
+
+    # ------------------------------------------------------------------ test pass
+    @torch.no_grad()
+    def test(self) -> dict[str, Any]:
+        """Score the best weights and persistence on the test set, in physical units."""
+        best = self.ckpt_dir / "best.pt"
+        if best.exists():
+            self.model.load_state_dict(load_checkpoint(best)["model"])
+        self.model.eval()
+        scorers = {"model": make_scorer(self.bundle), "persistence": make_scorer(self.bundle)}
+        decode = self.bundle.transform.decode
+        example = None
+        for batch in self._loader(self.bundle.test):
+            x, y, valid, step = split_batch(batch, self.bundle.t_in, self.device)
+            pred = run_model(self.model, x, self.bundle.t_out, step, self.tcfg.precision)
+            persistence = x[:, -1:].expand_as(y)
+            obs = decode(y).cpu().numpy()[:, :, 0]
+            mask = valid.cpu().numpy()[:, :, 0].astype(bool) if valid is not None else None
+            scorers["model"].update(decode(pred).cpu().numpy()[:, :, 0], obs, mask)
+            scorers["persistence"].update(decode(persistence).cpu().numpy()[:, :, 0], obs, mask)
+            if example is None:
+                n = self.tcfg.gif_samples
+                example = (decode(x[:n]).cpu().numpy(), obs[:n], decode(pred[:n]).cpu().numpy()[:, :, 0])
+        return {"scores": {k: s.compute() for k, s in scorers.items()}, "example": example}
+
+
+def _try_compile(model: torch.nn.Module) -> torch.nn.Module:
+    try:
+        return torch.compile(model)
+    except Exception as err:  # noqa: BLE001 - compile is an optional speed-up
+        log.warning("torch.compile unavailable (%s); running eagerly", err)
+        return model
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Train, test and write every output into ``run_dir``; returns the metrics dict."""
+    from nowcast import plots
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(cfg, run_dir)
+    log.info(
+        "model %s: %d parameters, %d steps, device %s, precision %s",
+        trainer.model_config.cell,
+        count_parameters(trainer.model),
+        trainer.total_steps,
+        trainer.device,
+        trainer.tcfg.precision,
+    )
+    reason = trainer.fit()
+    if reason.startswith("signal"):
+        log.warning("stopped by %s at step %d; resume with trainer.resume=%s", reason, trainer.state.step,
+                    trainer.ckpt_dir / "last.pt")
+        return {"stopped": reason, "step": trainer.state.step}
+    if not trainer.dist.is_main:
+        return {}
+    result = trainer.test()
+    metrics = {
+        "step": trainer.state.step,
+        "stopped": reason,
+        "best_val_loss": trainer.state.best_val,
+        "parameters": count_parameters(trainer.model),
+        "thresholds": trainer.bundle.thresholds,
+        "lead_times": list(range(1, trainer.bundle.t_out + 1)),
+        "test": result["scores"],
+    }
+    atomic_write(run_dir / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))
+    plots.scores_by_lead(result["scores"], run_dir / "scores_by_lead.png", trainer.bundle.thresholds)
+    plots.loss_curve(trainer.state.history, run_dir / "loss_curve.png")
+    inputs, truth, forecast = result["example"]
+    plots.sequence_gif(inputs[:, :, 0], truth, forecast, run_dir / "forecast.gif", radar=trainer.bundle.radar)
+    plots.sample_grid(inputs[:, :, 0], truth, forecast, run_dir / "samples.png", radar=trainer.bundle.radar)
+    log.info("outputs in %s", run_dir)
+    return metrics
