@@ -24,6 +24,9 @@ GIF_FRAME_MS = 400
 
 def radar_colormap():
     """pysteps' ``intensity`` colour map in mm/h: ``(cmap, norm, levels)``."""
+    from nowcast._quiet import import_pysteps
+
+    import_pysteps()
     from pysteps.visualization.precipfields import get_colormap
 
     cmap, norm, levels, _ = get_colormap("intensity", "mm/h", "pysteps")
@@ -164,3 +167,115 @@ def loss_curve(history: Sequence[dict[str, float]], path: str | Path) -> None:
     ax.legend()
     fig.tight_layout()
     _save_figure(fig, path)
+
+
+def radar_gif(
+    frames: np.ndarray,
+    valid_times: Sequence,
+    leads_minutes: Sequence[float | None],
+    path: str | Path,
+    title: str = "",
+) -> int:
+    """Radar GIF: each frame in mm/h with a colour bar, valid time and lead in its title.
+
+    ``frames`` is ``(T, H, W)``; ``leads_minutes[t]`` is None for observed frames. Returns the
+    number of GIF frames.
+    """
+    import pandas as pd
+
+    cmap, norm, levels = radar_colormap()
+    fig, ax = plt.subplots(figsize=(6, 5.2))
+    image = ax.imshow(frames[0], cmap=cmap, norm=norm, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    bar = fig.colorbar(image, ax=ax, ticks=levels, shrink=0.85, extend="max")
+    bar.set_label("rain rate (mm/h)")
+    label = ax.set_title("")
+    images = []
+    for t in range(frames.shape[0]):
+        image.set_data(frames[t])
+        when = pd.Timestamp(valid_times[t]).strftime("%Y-%m-%d %H:%M UTC")
+        lead = leads_minutes[t]
+        kind = "observed" if lead is None else f"forecast +{lead:g} min"
+        label.set_text(f"{title}\n{when}  {kind}".strip())
+        images.append(_figure_to_image(fig))
+    plt.close(fig)
+    save_gif(images, path)
+    return len(images)
+
+
+def categorical_by_lead(
+    scores: dict[str, dict], threshold: str, lead_minutes: Sequence[float], path: str | Path
+) -> None:
+    """CSI, POD and FAR by lead time for every method at one threshold (mm/h)."""
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.3))
+    for ax, score in zip(axes, ("csi", "pod", "far"), strict=True):
+        for method, values in scores.items():
+            series = values[score][threshold]["by_lead"]
+            ax.plot(lead_minutes, [np.nan if v is None else v for v in series], marker="o", ms=3, label=method)
+        ax.set_title(f"{score.upper()} ≥ {threshold} mm/h")
+        ax.set_xlabel("lead time (min)")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def performance_diagram(scores: dict[str, dict], thresholds: Sequence[str], path: str | Path) -> None:
+    """Roebber (2009) performance diagram: POD against success ratio (1 − FAR), CSI and bias lines.
+
+    Each method is one line through its thresholds (mean scores over lead times).
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 5.2))
+    sr, pod = np.meshgrid(np.linspace(0.01, 1, 200), np.linspace(0.01, 1, 200))
+    csi = 1.0 / (1.0 / sr + 1.0 / pod - 1.0)
+    contours = ax.contour(sr, pod, csi, levels=np.arange(0.1, 1.0, 0.1), colors="0.75", linewidths=0.8)
+    ax.clabel(contours, fmt="%.1f", fontsize=7)
+    for bias in (0.5, 0.8, 1.0, 1.25, 2.0):
+        ax.plot([0, 1], [0, bias], ls="--", color="0.85", lw=0.8)
+        ax.annotate(f"{bias:g}", (min(1, 1 / bias), min(1, bias)), fontsize=7, color="0.5")
+    for method, values in scores.items():
+        points = [(1 - (values["far"][t]["mean"] or 0.0), values["pod"][t]["mean"] or 0.0)
+                  for t in thresholds if values["pod"][t]["mean"] is not None]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            (line,) = ax.plot(xs, ys, marker="o", label=method)
+            for (x, y), t in zip(points, thresholds, strict=False):
+                ax.annotate(t, (x, y), fontsize=6, color=line.get_color(), xytext=(3, 3), textcoords="offset points")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("success ratio (1 − FAR)")
+    ax.set_ylabel("probability of detection")
+    ax.set_title("performance diagram (labels: mm/h)")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def comparison_gif(
+    panels: dict[str, np.ndarray], times: Sequence, lead_minutes: Sequence[float], path: str | Path
+) -> int:
+    """Side-by-side radar GIF, one panel per entry of ``panels`` (each ``(T, H, W)`` mm/h)."""
+    import pandas as pd
+
+    cmap, norm, levels = radar_colormap()
+    names = list(panels)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names) + 1, 3.6), squeeze=False)
+    artists = []
+    for ax, name in zip(axes[0], names, strict=True):
+        artists.append(ax.imshow(panels[name][0], cmap=cmap, norm=norm, interpolation="nearest"))
+        ax.set_title(name)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(artists[0], ax=axes[0].tolist(), ticks=levels, shrink=0.8, label="mm/h")
+    title = fig.suptitle("")
+    images = []
+    for t in range(len(lead_minutes)):
+        for artist, name in zip(artists, names, strict=True):
+            artist.set_data(panels[name][t])
+        title.set_text(f"{pd.Timestamp(times[t]):%Y-%m-%d %H:%M}  lead +{lead_minutes[t]:g} min")
+        images.append(_figure_to_image(fig))
+    plt.close(fig)
+    save_gif(images, path)
+    return len(images)

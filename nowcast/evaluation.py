@@ -1,0 +1,177 @@
+"""Score the model and the baselines on the same windows of a radar sequence.
+
+Used by ``nowcast.evaluate`` and the notebooks. A *window* is ``n_in`` observed frames followed
+by ``n_out`` frames to forecast; windows start every ``every`` frames in each regular sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import xarray as xr
+from tqdm.auto import tqdm
+
+from nowcast.baselines import extrapolation, motion_field, persistence, sprog
+from nowcast.errors import UserError
+from nowcast.forecast import Forecaster
+from nowcast.io.radar import split_sequences
+from nowcast.metrics import Scorer
+
+METHODS = ("model", "persistence", "extrapolation", "sprog")
+DEFAULT_THRESHOLDS = (0.5, 1.0, 2.0, 5.0, 10.0)
+DEFAULT_FSS_SCALES = (1, 5, 17)
+
+
+@dataclass
+class WindowSpec:
+    """Frames in and out, and the time step they were derived from."""
+
+    n_in: int
+    n_out: int
+    step_minutes: float
+
+
+@dataclass
+class EvaluationResult:
+    """Scores per method plus the example window used for the comparison GIF."""
+
+    spec: WindowSpec
+    count: int
+    scores: dict[str, dict]
+    example: dict[str, np.ndarray] = field(default_factory=dict)
+    example_times: list = field(default_factory=list)
+
+
+def window_spec(ds: xr.Dataset, minutes_out: float, minutes_in: float | None, t_in: int) -> tuple[WindowSpec, list]:
+    """Turn horizons in minutes into frames with the data's time step; returns the sequences too."""
+    sequences = split_sequences(ds)
+    steps = {round(step, 6) for _, step in sequences if np.isfinite(step)}
+    if not steps:
+        raise UserError(f"{ds.attrs['source_files'][0]}: a single frame cannot be evaluated")
+    if len(steps) > 1:
+        raise UserError(f"inputs mix time steps {sorted(steps)} min; evaluate one radar cycle at a time")
+    step = steps.pop()
+    n_out = max(1, int(round(minutes_out / step)))
+    n_in = t_in if minutes_in is None else max(1, int(round(minutes_in / step)))
+    if n_in < max(t_in, 3):
+        raise UserError(f"input of {n_in} frames is too short: the model needs {t_in}, S-PROG 3")
+    return WindowSpec(n_in, n_out, step), sequences
+
+
+def iter_windows(sequences: list, spec: WindowSpec, every: int) -> Iterator[tuple[np.ndarray, np.ndarray, list]]:
+    """Yield ``(inputs (n_in, H, W), observed (n_out, H, W), times)`` in mm/h."""
+    length = spec.n_in + spec.n_out
+    for seq, _ in sequences:
+        values = seq["rainfall_rate"]
+        for start in range(0, seq.sizes["time"] - length + 1, every):
+            block = values.isel(time=slice(start, start + length)).values
+            yield block[: spec.n_in], block[spec.n_in :], list(seq["time"].values[start : start + length])
+
+
+def count_windows(sequences: list, spec: WindowSpec, every: int) -> int:
+    """Number of windows :func:`iter_windows` yields."""
+    length = spec.n_in + spec.n_out
+    return sum(len(range(0, seq.sizes["time"] - length + 1, every)) for seq, _ in sequences)
+
+
+def evaluate(
+    ds: xr.Dataset,
+    forecaster: Forecaster | None,
+    minutes_out: float = 60.0,
+    minutes_in: float | None = None,
+    every: int = 1,
+    methods: Sequence[str] = METHODS,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    fss_scales: Sequence[int] = DEFAULT_FSS_SCALES,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Forecast every window with every method and score them against the observations."""
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise UserError(f"unknown method(s) {sorted(unknown)}; choose from {list(METHODS)}")
+    if "model" in methods and forecaster is None:
+        raise UserError("method 'model' needs a checkpoint")
+    t_in = forecaster.t_in if forecaster is not None else 3
+    spec, sequences = window_spec(ds, minutes_out, minutes_in, t_in)
+    total = count_windows(sequences, spec, every)
+    if total == 0:
+        raise UserError(
+            f"no window of {spec.n_in} + {spec.n_out} frames at {spec.step_minutes:g} min fits the input "
+            f"({ds.sizes['time']} frames); shorten --minutes"
+        )
+    scorers = {m: Scorer(thresholds, spec.n_out, fss_scales=fss_scales, balanced=True) for m in methods}
+    best_rain, example, example_times = -1.0, {}, []
+    bar = tqdm(total=total, desc="evaluate", unit="window", disable=not progress)
+    for inputs, observed, times in iter_windows(sequences, spec, every):
+        forecasts = forecast_window(inputs, spec, forecaster, methods)
+        valid = np.isfinite(observed)
+        for name, fc in forecasts.items():
+            scorers[name].update(fc[None], observed[None], valid[None])
+        rain = float(np.nansum(observed))
+        if rain > best_rain:
+            best_rain, example, example_times = rain, {"observed": observed, **forecasts}, times
+        bar.update(1)
+    bar.close()
+    return EvaluationResult(spec, total, {m: s.compute() for m, s in scorers.items()}, example, example_times)
+
+
+def forecast_window(
+    inputs: np.ndarray, spec: WindowSpec, forecaster: Forecaster | None, methods: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """Forecasts ``(n_out, H, W)`` mm/h of each method for one window of inputs."""
+    out: dict[str, np.ndarray] = {}
+    velocity = motion_field(inputs) if {"extrapolation", "sprog"} & set(methods) else None
+    for name in methods:
+        if name == "model":
+            out[name] = forecaster.forecast(inputs, spec.n_out, spec.step_minutes)
+        elif name == "persistence":
+            out[name] = persistence(inputs, spec.n_out)
+        elif name == "extrapolation":
+            out[name] = extrapolation(inputs, spec.n_out, velocity)
+        else:
+            out[name] = sprog(inputs, spec.n_out, velocity)
+    return out
+
+
+def metrics_document(result: EvaluationResult) -> dict:
+    """The ``metrics.json`` content: window settings and the scores of every method."""
+    spec = result.spec
+    return {
+        "windows": {
+            "n_in": spec.n_in,
+            "n_out": spec.n_out,
+            "step": spec.step_minutes,
+            "count": result.count,
+            "lead_minutes": [spec.step_minutes * (k + 1) for k in range(spec.n_out)],
+        },
+        "methods": result.scores,
+    }
+
+
+def metrics_rows(document: dict) -> list[dict]:
+    """Flatten a metrics document into CSV rows: method, score, threshold, scale, lead, value."""
+    rows = []
+    leads = document["windows"]["lead_minutes"]
+    for method, scores in document["methods"].items():
+        for score, entry in scores.items():
+            for threshold, scale, summary in _walk(entry):
+                for lead, value in zip(leads, summary["by_lead"], strict=True):
+                    rows.append({"method": method, "score": score, "threshold": threshold, "scale": scale,
+                                 "lead_minutes": lead, "value": value})
+                rows.append({"method": method, "score": score, "threshold": threshold, "scale": scale,
+                             "lead_minutes": "mean", "value": summary["mean"]})
+    return rows
+
+
+def _walk(entry: dict) -> Iterator[tuple[str, str, dict]]:
+    if "by_lead" in entry:
+        yield "", "", entry
+        return
+    for threshold, inner in entry.items():
+        if "by_lead" in inner:
+            yield threshold, "", inner
+        else:
+            for scale, summary in inner.items():
+                yield threshold, scale, summary

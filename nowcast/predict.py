@@ -1,0 +1,175 @@
+"""``python -m nowcast.predict``: forecast from radar files, write CF netCDF and a GIF.
+
+Example::
+
+    python -m nowcast.predict --input ../shared/radar/bom-melbourne-2018-06-16 \\
+        --output forecast.nc --gif forecast.gif --minutes 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nowcast import __version__
+from nowcast.checkpoint import CheckpointError
+from nowcast.errors import UserError
+from nowcast.forecast import Forecaster
+from nowcast.io.radar import ZR, open_radar, split_sequences
+
+log = logging.getLogger("nowcast.predict")
+
+DEFAULT_MINUTES = 60.0
+
+
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by predict and evaluate: inputs, checkpoint, variable, Z–R, device."""
+    parser.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH",
+                        help="radar files, directories or glob patterns (netCDF, KNMI/ODIM HDF5)")
+    parser.add_argument("--checkpoint", "-c", default=None, metavar="CKPT",
+                        help="model checkpoint (.pt); default: the pretrained radar model shipped with nowcast")
+    parser.add_argument("--variable", default=None,
+                        help="precipitation variable name; default: found by CF standard_name")
+    parser.add_argument("--zr-a", type=float, default=200.0, help="Z-R relation Z=a*R^b, a (default 200)")
+    parser.add_argument("--zr-b", type=float, default=1.6, help="Z-R relation Z=a*R^b, b (default 1.6)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where the model runs")
+    parser.add_argument("--precision", default=None, choices=["32", "bf16"],
+                        help="inference precision (default: bf16 where supported)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--quiet", "-q", action="store_true", help="only print errors")
+    parser.add_argument("--version", action="version", version=f"nowcast {__version__}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line interface of ``nowcast-predict``."""
+    parser = argparse.ArgumentParser(
+        prog="nowcast-predict",
+        description="Forecast rain rate from the last frames of radar files; writes CF-1.8 netCDF "
+        "(and optionally a GIF).",
+        epilog="example: nowcast-predict --input radar_dir/ --output forecast.nc --gif forecast.gif --minutes 60",
+    )
+    add_input_arguments(parser)
+    parser.add_argument("--output", "-o", required=True, metavar="FILE.nc", help="forecast netCDF to write")
+    parser.add_argument("--gif", default=None, metavar="FILE.gif", help="also write an animation: observed then forecast")
+    horizon = parser.add_mutually_exclusive_group()
+    horizon.add_argument("--minutes", type=float, default=None,
+                         help=f"forecast length in minutes (default {DEFAULT_MINUTES:g})")
+    horizon.add_argument("--steps", type=int, default=None, help="forecast length in input time steps")
+    return parser
+
+
+def check_outputs(paths: Sequence[str | None], overwrite: bool, suffixes: Sequence[str]) -> None:
+    """Refuse existing outputs (unless ``overwrite``), wrong suffixes and missing folders."""
+    for path, suffix in zip(paths, suffixes, strict=True):
+        if path is None:
+            continue
+        p = Path(path)
+        if p.suffix.lower() != suffix:
+            raise UserError(f"{p}: output must end in {suffix}")
+        if p.exists() and not overwrite:
+            raise UserError(f"{p}: exists (use --overwrite to replace it)")
+        if not p.parent.exists():
+            raise UserError(f"{p.parent}: output folder does not exist")
+
+
+def horizon_steps(step_minutes: float, minutes: float | None, steps: int | None) -> int:
+    """Number of forecast frames from ``--steps`` or ``--minutes``."""
+    if steps is not None:
+        if steps < 1:
+            raise UserError(f"--steps must be at least 1, got {steps}")
+        return steps
+    minutes = DEFAULT_MINUTES if minutes is None else minutes
+    if minutes <= 0:
+        raise UserError(f"--minutes must be positive, got {minutes:g}")
+    return max(1, int(round(minutes / step_minutes)))
+
+
+def last_regular_frames(ds, t_in: int):
+    """The last ``t_in`` frames of the latest regular sequence, and its step in minutes."""
+    sequences = split_sequences(ds)
+    seq, step = sequences[-1]
+    if seq.sizes["time"] < t_in:
+        sources = ds.attrs.get("source_files", ["input"])
+        first = pd.Timestamp(seq["time"].values[0])
+        if len(sequences) > 1 or seq.sizes["time"] < ds.sizes["time"]:
+            raise UserError(
+                f"{sources[-1]}: irregular time steps; only {seq.sizes['time']} regularly spaced frames "
+                f"end the input (from {first}), the model needs {t_in}"
+            )
+        raise UserError(f"{sources[-1]}: {ds.sizes['time']} frame(s) given, the model needs {t_in}")
+    return seq.isel(time=slice(-t_in, None)), step
+
+
+def warn_step(forecaster: Forecaster, step: float, say: Callable[[str], None]) -> None:
+    """Tell the user when the input's step is outside the steps the model was trained on."""
+    trained = forecaster.step_minutes
+    if trained and not (min(trained) - 1e-6 <= step <= max(trained) + 1e-6):
+        say(
+            f"warning: input time step {step:g} min is outside the steps the model was trained on "
+            f"({min(trained):g}-{max(trained):g} min); the forecast may move rain at the wrong speed"
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Carry out a parsed predict command; raises UserError/CheckpointError on bad input."""
+    from nowcast.io.forecast_writer import forecast_dataset, write_forecast
+
+    say = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    check_outputs([args.output, args.gif], args.overwrite, [".nc", ".gif"])
+    forecaster = Forecaster.from_checkpoint(args.checkpoint, args.device, args.precision)
+    ds = open_radar(args.input, args.variable, ZR(args.zr_a, args.zr_b))
+    window, step = last_regular_frames(ds, forecaster.t_in)
+    if not np.isfinite(window["rainfall_rate"].values[-1]).any():
+        raise UserError(f"{ds.attrs['source_files'][-1]}: the latest frame has no valid data (all NaN)")
+    warn_step(forecaster, step, say)
+    n_out = horizon_steps(step, args.minutes, args.steps)
+    forecast = forecaster.forecast(window["rainfall_rate"].values, n_out, step)
+    attrs = {
+        "nowcast_model": f"{forecaster.model.config.cell} encoder-forecaster {forecaster.model.config.hidden}",
+        "nowcast_checkpoint": Path(forecaster.source).name,
+        "nowcast_checkpoint_sha256": forecaster.sha256,
+        "nowcast_input_files": "\n".join(ds.attrs["source_files"]),
+        "nowcast_time_step_minutes": float(step),
+    }
+    out = forecast_dataset(window, forecast, step, attrs)
+    write_forecast(out, args.output)
+    say(f"wrote {args.output}: {n_out} frames every {step:g} min from {pd.Timestamp(window['time'].values[-1])}")
+    if args.gif:
+        from nowcast.plots import radar_gif
+
+        observed = window["rainfall_rate"].values
+        frames = np.concatenate([observed, forecast])
+        times = list(window["time"].values) + list(out["time"].values)
+        leads = [None] * len(observed) + list(out["lead_time"].values)
+        radar_gif(frames, times, leads, args.gif, title="nowcast")
+        say(f"wrote {args.gif}")
+    return 0
+
+
+def guarded(run_fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a CLI command: user errors become one line on stderr and exit status 2."""
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    try:
+        return run_fn(args)
+    except (UserError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``nowcast-predict`` / ``python -m nowcast.predict``."""
+    args = build_parser().parse_args(argv)
+    return guarded(run, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
