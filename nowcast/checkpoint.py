@@ -75,3 +75,13 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+#: What a forecast needs; :func:`slim_checkpoint` keeps only these (no optimiser state).
+INFERENCE_KEYS = ("model", "model_config", "transform", "data", "config", "version", "step")
+
+
+def slim_checkpoint(source: str | Path, target: str | Path) -> None:
+    """Write an inference-only copy of a checkpoint (CPU tensors, no optimiser), e.g. to ship it."""
+    payload = load_checkpoint(source, map_location="cpu")
+    save_checkpoint({k: payload[k] for k in INFERENCE_KEYS if k in payload}, target)

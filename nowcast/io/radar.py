@@ -114,15 +114,18 @@ def open_radar(
     frames = [read_file(f, variable, zr, lazy) for f in files]
     _check_same_grid(frames)
     rate = xr.concat([fr.rate for fr in frames], dim="time", coords="minimal", compat="override", join="override")
+    counts = [fr.rate.sizes["time"] for fr in frames]
     order = np.argsort(rate["time"].values, kind="stable")
     rate = rate.isel(time=order)
+    sources = [p for fr, n in zip(frames, counts, strict=True) for p in [fr.path] * n]
+    sources = [sources[i] for i in order]  # the file of each frame, in time order
+    pending = np.repeat([fr.pending_accumulation for fr in frames], counts)[order]
     times = rate["time"].values
     duplicate = np.nonzero(times[1:] == times[:-1])[0]
     if duplicate.size:
-        sources = [frames[i].path for i in order]
         i = duplicate[0]
         raise UserError(f"{sources[i + 1]}: duplicate time {pd.Timestamp(times[i])} (also in {sources[i]})")
-    _fill_missing_intervals(rate, frames, order)
+    rate = _fill_missing_intervals(rate, pending, sources)
     rate = rate.astype(np.float32)
     rate.attrs = {
         "standard_name": "rainfall_rate",
@@ -134,8 +137,8 @@ def open_radar(
     if grid_mapping is not None:
         ds[grid_mapping.name] = grid_mapping
         ds["rainfall_rate"].attrs["grid_mapping"] = grid_mapping.name
-    ds.attrs["source_files"] = [str(frames[i].path) for i in order]
-    _check_values(ds, [frames[i].path for i in order])
+    ds.attrs["source_files"] = list(dict.fromkeys(str(p) for p in sources))
+    _check_values(ds, sources)
     return ds
 
 
@@ -278,17 +281,16 @@ def _from_cf(path: Path, ds: xr.Dataset, variable: str | None, zr: ZR, lazy: boo
     return _Frames(path, rate, grid_mapping, pending)
 
 
-def _fill_missing_intervals(rate: xr.DataArray, frames: list[_Frames], order: np.ndarray) -> None:
-    """Divide accumulations with no stated interval by the frame spacing (in place)."""
-    if not any(fr.pending_accumulation for fr in frames):
-        return
+def _fill_missing_intervals(rate: xr.DataArray, pending: np.ndarray, sources: list[Path]) -> xr.DataArray:
+    """Divide accumulations with no stated interval (``pending`` frames) by the frame spacing."""
+    if not pending.any():
+        return rate
     times = rate["time"].values
     if len(times) < 2:
-        raise UserError(f"{frames[0].path}: accumulation without time bounds needs two or more frames")
-    spacing = np.median(np.diff(times) / np.timedelta64(1, "m"))
-    pending = np.repeat([frames[i].pending_accumulation for i in order], [frames[i].rate.sizes["time"] for i in order])
+        raise UserError(f"{sources[0]}: accumulation without time bounds needs two or more frames")
+    spacing = float(np.min(np.diff(times) / np.timedelta64(1, "m")))
     factor = np.where(pending, 60.0 / spacing, 1.0)
-    rate *= xr.DataArray(factor, dims="time")
+    return rate * xr.DataArray(factor, dims="time")
 
 
 def _check_same_grid(frames: list[_Frames]) -> None:
