@@ -1,0 +1,150 @@
+"""The radar loader against files written with known content, and every bad input."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from conftest import BOM, KNMI, blob_field, write_frame, write_sequence
+from nowcast.errors import UserError
+from nowcast.io.radar import ZR, expand_paths, open_radar, split_sequences
+
+T0 = pd.Timestamp("2024-05-01 12:00")
+
+
+def test_accumulation_becomes_rate_with_start_time(radar_dir):
+    ds = open_radar(radar_dir)
+    rate = ds["rainfall_rate"]
+    assert rate.dims == ("time", "y", "x") and rate.shape == (8, 32, 32)
+    assert rate.attrs["units"] == "mm h-1"
+    np.testing.assert_allclose(rate.values[3], blob_field(3), rtol=1e-5, atol=1e-6)
+    assert ds["rainfall_rate"].attrs["grid_mapping"] == "proj" and "proj" in ds
+    assert list(split_sequences(ds)[0][0]["time"].values) == list(ds["time"].values)
+    assert split_sequences(ds)[0][1] == 5.0
+
+
+def test_rate_units_and_dbz(tmp_path):
+    values = np.full((4, 4), 2.0)
+    write_frame(tmp_path / "a.nc", values / 3600.0, T0, kind="rate", units="kg m-2 s-1")
+    np.testing.assert_allclose(open_radar(tmp_path / "a.nc")["rainfall_rate"].values, 2.0, rtol=1e-5)
+    dbz = 10 * np.log10(200 * 2.0**1.6) * np.ones((4, 4))
+    write_frame(tmp_path / "b.nc", dbz, T0, kind="dbz")
+    np.testing.assert_allclose(open_radar(tmp_path / "b.nc")["rainfall_rate"].values, 2.0, rtol=1e-5)
+    custom = open_radar(tmp_path / "b.nc", zr=ZR(300, 1.5))["rainfall_rate"].values
+    np.testing.assert_allclose(custom, (200 * 2.0**1.6 / 300) ** (1 / 1.5), rtol=1e-5)
+
+
+def test_multi_frame_file_with_time_bounds(tmp_path):
+    times = pd.date_range(T0, periods=3, freq="10min")
+    acc = np.stack([np.full((3, 3), v) for v in (1.0, 2.0, 0.5)])
+    ds = xr.Dataset(
+        {"rain": (("time", "y", "x"), acc, {"standard_name": "precipitation_amount", "units": "mm"}),
+         "time_bnds": (("time", "nv"), np.stack([times - pd.Timedelta("10min"), times], axis=1))},
+        coords={"time": ("time", times, {"bounds": "time_bnds"}), "y": np.arange(3.0), "x": np.arange(3.0)},
+    )
+    ds.to_netcdf(tmp_path / "multi.nc")
+    rate = open_radar(tmp_path / "multi.nc")["rainfall_rate"].values
+    np.testing.assert_allclose(rate[:, 0, 0], [6.0, 12.0, 3.0])
+
+
+def test_accumulation_without_bounds_uses_spacing(tmp_path):
+    times = pd.date_range(T0, periods=2, freq="6min")
+    ds = xr.Dataset({"p": (("time", "y", "x"), np.ones((2, 2, 2)), {"standard_name": "precipitation_amount",
+                                                                   "units": "mm"})},
+                    coords={"time": times, "y": [0.0, 1.0], "x": [0.0, 1.0]})
+    ds.to_netcdf(tmp_path / "p.nc")
+    np.testing.assert_allclose(open_radar(tmp_path / "p.nc")["rainfall_rate"].values, 10.0)
+
+
+def test_variable_by_name_and_sorting(tmp_path):
+    write_frame(tmp_path / "late.nc", np.ones((4, 4)), T0 + pd.Timedelta("5min"), name="acc", standard_name="x")
+    write_frame(tmp_path / "early.nc", np.ones((4, 4)), T0, name="acc", standard_name="x", units="mm")
+    with pytest.raises(UserError, match="no precipitation variable"):
+        open_radar([tmp_path / "late.nc"])
+    ds = open_radar([tmp_path / "late.nc", tmp_path / "early.nc"], variable="acc")
+    assert list(ds["time"].values) == [np.datetime64(T0), np.datetime64(T0 + pd.Timedelta("5min"))]
+
+
+def test_gap_splits_sequences(tmp_path):
+    write_sequence(tmp_path, n=4, step_min=5, prefix="a", start="2024-01-01 00:00")
+    write_sequence(tmp_path, n=3, step_min=5, prefix="b", start="2024-01-01 01:00")
+    parts = split_sequences(open_radar(tmp_path))
+    assert [p[0].sizes["time"] for p in parts] == [4, 3]
+    assert all(step == 5.0 for _, step in parts)
+
+
+def test_lazy_open_is_dask_backed(radar_dir):
+    ds = open_radar(radar_dir, lazy=True)
+    assert hasattr(ds["rainfall_rate"].data, "dask")
+    np.testing.assert_allclose(ds["rainfall_rate"].values, open_radar(radar_dir)["rainfall_rate"].values)
+
+
+def test_paths_with_spaces_and_unicode_and_globs(tmp_path):
+    folder = tmp_path / "radar données ☔"
+    write_sequence(folder, n=3)
+    assert open_radar(folder).sizes["time"] == 3
+    assert len(expand_paths(str(folder / "*.nc"))) == 3
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "missing.nc", "no such file"),
+        (lambda d: (d / "t.txt").write_text("hello") and d / "t.txt", "not a netCDF or HDF5"),
+        (lambda d: _truncated(d), "cannot read|truncated"),
+        (lambda d: write_frame(d / "u.nc", np.ones((3, 3)), T0, units="inches"), "unknown units"),
+        (lambda d: write_frame(d / "n.nc", np.full((3, 3), np.nan), T0), "missing"),
+        (lambda d: write_frame(d / "neg.nc", -np.ones((3, 3)), T0), "negative"),
+        (lambda d: write_frame(d / "big.nc", np.full((3, 3), 500.0), T0), "absurd"),
+        (lambda d: _duplicates(d), "duplicate time"),
+        (lambda d: _grids(d), "grid"),
+        (lambda d: _empty_dir(d), "no radar files"),
+        (lambda d: str(d / "*.nope"), "matches no file"),
+    ],
+)
+def test_bad_inputs_give_one_line_errors(tmp_path, make, message):
+    target = make(tmp_path)
+    with pytest.raises(UserError, match=message) as info:
+        open_radar(target)
+    assert "\n" not in str(info.value)
+
+
+def _truncated(d):
+    good = write_frame(d / "good.nc", np.ones((20, 20)), T0)
+    data = good.read_bytes()
+    (d / "cut.nc").write_bytes(data[: len(data) // 2])
+    return d / "cut.nc"
+
+
+def _duplicates(d):
+    write_frame(d / "a.nc", np.ones((3, 3)), T0)
+    write_frame(d / "b.nc", np.ones((3, 3)), T0)
+    return d
+
+
+def _grids(d):
+    write_frame(d / "a.nc", np.ones((3, 3)), T0)
+    write_frame(d / "b.nc", np.ones((4, 3)), T0 + pd.Timedelta("5min"))
+    return d
+
+
+def _empty_dir(d):
+    (d / "empty").mkdir()
+    return d / "empty"
+
+
+@pytest.mark.shared
+def test_bom_rainfields():
+    ds = open_radar(BOM, lazy=True)
+    assert ds.sizes == {"time": 61, "y": 512, "x": 512}
+    assert split_sequences(ds)[0][1] == 6.0
+    assert 0 < float(ds["rainfall_rate"].max()) < 200
+
+
+@pytest.mark.shared
+def test_knmi_hdf5_through_pysteps():
+    files = sorted(KNMI.glob("*.h5"))[:3]
+    ds = open_radar(files)
+    assert ds.sizes == {"time": 3, "y": 765, "x": 700}
+    assert split_sequences(ds)[0][1] == 5.0
+    assert np.isnan(ds["rainfall_rate"].values).any()  # outside coverage stays no-data
