@@ -69,7 +69,7 @@ def extrapolation(rates: np.ndarray, n_out: int, velocity: np.ndarray | None = N
 
 
 def sprog(rates: np.ndarray, n_out: int, velocity: np.ndarray | None = None, n_cascade_levels: int = 6) -> np.ndarray:
-    """pysteps' S-PROG on dBR from the last three frames (AR(2) per cascade level)."""
+    """Pysteps' S-PROG on dBR from the last three frames (AR(2) per cascade level)."""
     pysteps = import_pysteps()
     velocity = motion_field(rates) if velocity is None else velocity
     dbr = to_dbr(rates[-3:])

@@ -17,7 +17,14 @@ from pathlib import Path
 
 from nowcast.checkpoint import atomic_write
 from nowcast.errors import UserError
-from nowcast.evaluation import DEFAULT_FSS_SCALES, DEFAULT_THRESHOLDS, METHODS, evaluate, metrics_document, metrics_rows
+from nowcast.evaluation import (
+    DEFAULT_FSS_SCALES,
+    DEFAULT_THRESHOLDS,
+    METHODS,
+    evaluate,
+    metrics_document,
+    metrics_rows,
+)
 from nowcast.forecast import Forecaster
 from nowcast.io.radar import ZR, open_radar
 from nowcast.predict import add_input_arguments, guarded
@@ -36,14 +43,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_input_arguments(parser)
     parser.add_argument("--output", "-o", required=True, metavar="DIR", help="folder for the results (created)")
     parser.add_argument("--minutes", type=float, default=60.0, help="forecast horizon in minutes (default 60)")
-    parser.add_argument("--input-minutes", type=float, default=None,
-                        help="input length in minutes (default: what the model reads)")
+    parser.add_argument(
+        "--input-minutes",
+        type=float,
+        default=None,
+        help="input length in minutes (default: what the model reads)",
+    )
     parser.add_argument("--every", type=int, default=1, help="start a window every N frames (default 1)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods to score")
-    parser.add_argument("--thresholds", nargs="+", type=float, default=list(DEFAULT_THRESHOLDS),
-                        help="event thresholds in mm/h (default 0.5 1 2 5 10)")
-    parser.add_argument("--fss-scales", nargs="+", type=int, default=list(DEFAULT_FSS_SCALES),
-                        help="FSS window sizes in pixels (default 1 5 17)")
+    parser.add_argument(
+        "--thresholds",
+        nargs="+",
+        type=float,
+        default=list(DEFAULT_THRESHOLDS),
+        help="event thresholds in mm/h (default 0.5 1 2 5 10)",
+    )
+    parser.add_argument(
+        "--fss-scales",
+        nargs="+",
+        type=int,
+        default=list(DEFAULT_FSS_SCALES),
+        help="FSS window sizes in pixels (default 1 5 17)",
+    )
     return parser
 
 
@@ -61,10 +82,21 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--every must be at least 1, got {args.every}")
     if args.minutes <= 0:
         raise UserError(f"--minutes must be positive, got {args.minutes:g}")
-    forecaster = Forecaster.from_checkpoint(args.checkpoint, args.device, args.precision) if "model" in args.methods else None
+    forecaster = (
+        Forecaster.from_checkpoint(args.checkpoint, args.device, args.precision) if "model" in args.methods else None
+    )
     ds = open_radar(args.input, args.variable, ZR(args.zr_a, args.zr_b))
-    result = evaluate(ds, forecaster, args.minutes, args.input_minutes, args.every, args.methods,
-                      args.thresholds, args.fss_scales, progress=not args.quiet and sys.stderr.isatty())
+    result = evaluate(
+        ds,
+        forecaster,
+        args.minutes,
+        args.input_minutes,
+        args.every,
+        args.methods,
+        args.thresholds,
+        args.fss_scales,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
     document = metrics_document(result)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(document, indent=2)))
@@ -74,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
     for threshold in thresholds:
         plots.categorical_by_lead(result.scores, threshold, leads, out / f"scores_{threshold}mmh.png")
     plots.performance_diagram(result.scores, thresholds, out / "performance_diagram.png")
-    panels = {k: result.example[k] for k in ("observed", "model", "extrapolation", "persistence") if k in result.example}
+    panels = {
+        k: result.example[k] for k in ("observed", "model", "extrapolation", "persistence") if k in result.example
+    }
     plots.comparison_gif(panels, result.example_times[result.spec.n_in :], leads, out / "comparison.gif")
     if not args.quiet:
         print(summary_table(document, thresholds), file=sys.stderr)
@@ -96,7 +130,9 @@ def summary_table(document: dict, thresholds: Sequence[str]) -> str:
     lines = [head, "|" + "---|" * (len(thresholds) + 3)]
     for method, scores in document["methods"].items():
         cells = [_fmt(scores["csi"][t]["mean"]) for t in thresholds]
-        lines.append(f"| {method} | " + " | ".join(cells) + f" | {_fmt(scores['mse']['mean'])} | {_fmt(scores['mae']['mean'])} |")
+        lines.append(
+            f"| {method} | " + " | ".join(cells) + f" | {_fmt(scores['mse']['mean'])} | {_fmt(scores['mae']['mean'])} |"
+        )
     return "\n".join(lines)
 
 

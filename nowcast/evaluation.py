@@ -158,10 +158,26 @@ def metrics_rows(document: dict) -> list[dict]:
         for score, entry in scores.items():
             for threshold, scale, summary in _walk(entry):
                 for lead, value in zip(leads, summary["by_lead"], strict=True):
-                    rows.append({"method": method, "score": score, "threshold": threshold, "scale": scale,
-                                 "lead_minutes": lead, "value": value})
-                rows.append({"method": method, "score": score, "threshold": threshold, "scale": scale,
-                             "lead_minutes": "mean", "value": summary["mean"]})
+                    rows.append(
+                        {
+                            "method": method,
+                            "score": score,
+                            "threshold": threshold,
+                            "scale": scale,
+                            "lead_minutes": lead,
+                            "value": value,
+                        }
+                    )
+                rows.append(
+                    {
+                        "method": method,
+                        "score": score,
+                        "threshold": threshold,
+                        "scale": scale,
+                        "lead_minutes": "mean",
+                        "value": summary["mean"],
+                    }
+                )
     return rows
 
 

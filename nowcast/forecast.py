@@ -98,6 +98,7 @@ class Forecaster:
         Frames the model was trained to read and to forecast.
     step_minutes
         Radar time steps (minutes) seen in training; empty for non-radar models.
+
     """
 
     model: EncoderForecaster
@@ -166,6 +167,7 @@ class Forecaster:
         numpy.ndarray
             Forecast rain rate, mm/h, ``(n_out, H, W)`` (or ``(B, n_out, H, W)``), float32; NaN where
             the last observed frame has no data.
+
         """
         single = rates.ndim == 3
         batch = rates[None] if single else rates

@@ -186,9 +186,7 @@ class StructuralSimilarity:
         observed = np.nan_to_num(observed)
         for n in range(forecast.shape[0]):
             for t in range(forecast.shape[1]):
-                self.total[t] += structural_similarity(
-                    observed[n, t], forecast[n, t], data_range=self.data_range
-                )
+                self.total[t] += structural_similarity(observed[n, t], forecast[n, t], data_range=self.data_range)
                 self.count[t] += 1
 
     def merge(self, other: StructuralSimilarity) -> None:
@@ -216,6 +214,7 @@ class Scorer:
         Data range for SSIM; None to skip it (radar).
     balanced
         Also compute the HKO-7 B-MSE and B-MAE (radar in mm/h).
+
     """
 
     def __init__(

@@ -23,7 +23,7 @@ GIF_FRAME_MS = 400
 
 
 def radar_colormap():
-    """pysteps' ``intensity`` colour map in mm/h: ``(cmap, norm, levels)``.
+    """Pysteps' ``intensity`` colour map in mm/h: ``(cmap, norm, levels)``.
 
     Without pysteps (a minimal GPU image, say) a log-scaled viridis on the same levels is used.
     """
@@ -34,14 +34,10 @@ def radar_colormap():
         from pysteps.visualization.precipfields import get_colormap
     except ImportError:
         levels = [0.1, 0.25, 0.4, 0.63, 1, 1.6, 2.5, 4, 6.3, 10, 16, 25, 40, 63, 100, 160]
-        cmap = matplotlib.colormaps["viridis"].copy()
-        cmap.set_under("white")
+        cmap = matplotlib.colormaps["viridis"].with_extremes(under="white", bad="#d9d9d9")
         return cmap, matplotlib.colors.BoundaryNorm(levels, cmap.N, extend="max"), levels
     cmap, norm, levels, _ = get_colormap("intensity", "mm/h", "pysteps")
-    cmap = cmap.copy()
-    cmap.set_under("white")
-    cmap.set_bad("#d9d9d9")
-    return cmap, norm, levels
+    return cmap.with_extremes(under="white", bad="#d9d9d9"), norm, levels
 
 
 def _style(radar: bool) -> dict:
@@ -138,7 +134,10 @@ def sample_grid(
 
 
 def scores_by_lead(
-    scores: dict[str, dict], path: str | Path, thresholds: Sequence[float], lead_minutes: Sequence[float] | None = None
+    scores: dict[str, dict],
+    path: str | Path,
+    thresholds: Sequence[float],
+    lead_minutes: Sequence[float] | None = None,
 ) -> None:
     """MSE, and CSI per threshold, by lead time for each method (``{method: Scorer.compute()}``)."""
     methods = list(scores)
@@ -244,8 +243,11 @@ def performance_diagram(scores: dict[str, dict], thresholds: Sequence[str], path
         ax.plot([0, 1], [0, bias], ls="--", color="0.85", lw=0.8)
         ax.annotate(f"{bias:g}", (min(1, 1 / bias), min(1, bias)), fontsize=7, color="0.5")
     for method, values in scores.items():
-        points = [(1 - (values["far"][t]["mean"] or 0.0), values["pod"][t]["mean"] or 0.0)
-                  for t in thresholds if values["pod"][t]["mean"] is not None]
+        points = [
+            (1 - (values["far"][t]["mean"] or 0.0), values["pod"][t]["mean"] or 0.0)
+            for t in thresholds
+            if values["pod"][t]["mean"] is not None
+        ]
         if points:
             xs, ys = zip(*points, strict=True)
             (line,) = ax.plot(xs, ys, marker="o", label=method)

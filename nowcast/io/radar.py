@@ -109,6 +109,7 @@ def open_radar(
         Z–R relation for reflectivity input.
     lazy
         Keep netCDF data dask-backed (one chunk per file) instead of loading it.
+
     """
     files = expand_paths(paths)
     frames = [read_file(f, variable, zr, lazy) for f in files]
@@ -260,7 +261,9 @@ def _from_cf(path: Path, ds: xr.Dataset, variable: str | None, zr: ZR, lazy: boo
         rate = var * RATE_UNITS[units]
     elif kind == "accumulation":
         if units not in ACCUMULATION_UNITS:
-            raise UserError(f"{path}: unknown units {units!r} for accumulation {name} (known: {list(ACCUMULATION_UNITS)})")
+            raise UserError(
+                f"{path}: unknown units {units!r} for accumulation {name} (known: {list(ACCUMULATION_UNITS)})"
+            )
         rate = var * ACCUMULATION_UNITS[units]
         if starts is not None:
             minutes = (times - starts) / np.timedelta64(1, "m")

@@ -30,6 +30,7 @@ class ConvRNNCell(nn.Module):
         Odd kernel size of both convolutions; padding is ``kernel_size // 2``.
     frame_size
         ``(H, W)`` of the state, needed only by cells with per-pixel weights.
+
     """
 
     n_gates: int = 4
@@ -51,9 +52,7 @@ class ConvRNNCell(nn.Module):
         padding = kernel_size // 2
         gate_channels = self.n_gates * hidden_channels
         self.input_conv = (
-            nn.Conv2d(in_channels, gate_channels, kernel_size, padding=padding, bias=False)
-            if in_channels > 0
-            else None
+            nn.Conv2d(in_channels, gate_channels, kernel_size, padding=padding, bias=False) if in_channels > 0 else None
         )
         self.hidden_conv = nn.Conv2d(
             hidden_channels, self._hidden_gate_channels(), kernel_size, padding=padding, bias=False
@@ -74,10 +73,7 @@ class ConvRNNCell(nn.Module):
     def init_state(self, reference: Tensor, height: int, width: int) -> State:
         """Zero state shaped from ``reference``'s batch size, device and dtype."""
         shape = (reference.shape[0], self.hidden_channels, height, width)
-        return tuple(
-            torch.zeros(shape, device=reference.device, dtype=reference.dtype)
-            for _ in range(self.n_states)
-        )
+        return tuple(torch.zeros(shape, device=reference.device, dtype=reference.dtype) for _ in range(self.n_states))
 
     def _gates(self, x_gates: Tensor | None, h: Tensor) -> Tensor:
         gates = self.hidden_conv(h) + self.bias[:, None, None]

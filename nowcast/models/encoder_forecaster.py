@@ -50,6 +50,7 @@ class ModelConfig:
         radars on different cycles.
     frame_size
         ``(H, W)`` of the frames when fixed (Moving-MNIST); enables per-pixel peephole weights.
+
     """
 
     cell: str = "convlstm"
@@ -90,8 +91,7 @@ class EncoderForecaster(nn.Module):
         super().__init__()
         if config.output_activation not in OUTPUT_ACTIVATIONS:
             raise ValueError(
-                f"unknown output_activation {config.output_activation!r}; "
-                f"choose one of {sorted(OUTPUT_ACTIVATIONS)}"
+                f"unknown output_activation {config.output_activation!r}; choose one of {sorted(OUTPUT_ACTIVATIONS)}"
             )
         self.config = config
         cell_cls = get_cell(config.cell)
@@ -108,8 +108,7 @@ class EncoderForecaster(nn.Module):
         )
         below_fc = [extra, *config.hidden[:-1]]
         self.forecaster = nn.ModuleList(
-            cell_cls(c_in, c_hid, k, grid)
-            for c_in, c_hid in zip(below_fc, config.hidden, strict=True)
+            cell_cls(c_in, c_hid, k, grid) for c_in, c_hid in zip(below_fc, config.hidden, strict=True)
         )
         self.output_conv = nn.Conv2d(sum(config.hidden), frame_channels, kernel_size=1)
         self.activation = OUTPUT_ACTIVATIONS[config.output_activation]
@@ -133,6 +132,7 @@ class EncoderForecaster(nn.Module):
         -------
         Tensor
             Forecast ``(B, n_out, C, H, W)``.
+
         """
         b, t_in, c, h, w = frames.shape
         p = self.config.patch_size

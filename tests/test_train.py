@@ -1,0 +1,198 @@
+"""Training: overfitting, outputs, checkpoints, resume, interruption, safety."""
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import TINY_TRAIN
+
+from nowcast.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from nowcast.data.moving_mnist import MovingMNIST, load_digits
+from nowcast.models import EncoderForecaster, ModelConfig
+from nowcast.training import TrainingError, masked_loss, train
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def test_overfits_one_batch():
+    torch.manual_seed(0)
+    batch = torch.stack(
+        [MovingMNIST(load_digits("train"), 2, 0, n_frames=6, num_digits=1)[i]["frames"] for i in range(2)]
+    )
+    model = EncoderForecaster(ModelConfig(hidden=[16, 16], patch_size=4))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(400):
+        loss = masked_loss("mse", model(batch[:, :3], 3), batch[:, 3:], None)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 10
+
+
+def test_masked_loss_ignores_invalid():
+    pred, target = torch.zeros(1, 1, 1, 2, 2), torch.tensor([[[[[1.0, 1.0], [9.0, 9.0]]]]])
+    valid = torch.tensor([[[[[1.0, 1.0], [0.0, 0.0]]]]])
+    assert masked_loss("mse", pred, target, valid).item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="unknown loss"):
+        masked_loss("huber9", pred, target, None)
+
+
+def test_train_writes_every_output(tmp_path, compose_config):
+    cfg = compose_config(*TINY_TRAIN, "data.t_in=3", "data.t_out=2", "trainer.gif_samples=1")
+    metrics = train(cfg, tmp_path)
+    for name in (
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        "metrics.json",
+        "metrics.csv",
+        "forecast.gif",
+        "scores_by_lead.png",
+        "loss_curve.png",
+        "samples.png",
+    ):
+        assert (tmp_path / name).is_file(), name
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(saved["test"]) == {"model", "persistence"}
+    assert len(saved["test"]["model"]["mse_frame"]["by_lead"]) == 2
+    assert {"csi", "pod", "far", "ssim", "mae"} <= set(saved["test"]["model"])
+    ckpt = load_checkpoint(tmp_path / "checkpoints/last.pt")
+    assert ckpt["step"] == 2 and ckpt["version"] and ckpt["model_config"]["hidden"] == [4, 4]
+    from PIL import Image
+
+    assert Image.open(tmp_path / "forecast.gif").n_frames == 5
+    assert metrics["step"] == 2
+
+
+def test_resume_matches_uninterrupted_run(tmp_path, compose_config):
+    common = (*TINY_TRAIN, "data.t_in=2", "data.t_out=2", "trainer.val_every=2")
+    full = compose_config(*common, "trainer.max_steps=4")
+    train(full, tmp_path / "full")
+    half = compose_config(*common, "trainer.max_steps=2")
+    train(half, tmp_path / "half")
+    resumed = compose_config(*common, "trainer.max_steps=4", f"trainer.resume={tmp_path / 'half/checkpoints/last.pt'}")
+    train(resumed, tmp_path / "resumed")
+    a = load_checkpoint(tmp_path / "full/checkpoints/last.pt")["model"]
+    b = load_checkpoint(tmp_path / "resumed/checkpoints/last.pt")["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_resume_with_other_model_names_mismatch(tmp_path, compose_config):
+    train(compose_config(*TINY_TRAIN, "data.t_in=2", "data.t_out=1"), tmp_path / "a")
+    other = compose_config(
+        *TINY_TRAIN,
+        "data.t_in=2",
+        "data.t_out=1",
+        "model.hidden=[5,5]",
+        f"trainer.resume={tmp_path / 'a/checkpoints/last.pt'}",
+    )
+    with pytest.raises(CheckpointError, match=r"hidden=\[4, 4\] in checkpoint, \[5, 5\] here"):
+        train(other, tmp_path / "b")
+
+
+def test_nan_loss_stops_with_clear_message(tmp_path, compose_config):
+    cfg = compose_config(
+        *TINY_TRAIN,
+        "data.t_in=2",
+        "data.t_out=1",
+        "trainer.lr=1e30",
+        "trainer.loss=mse",
+        "trainer.max_steps=30",
+        "trainer.val_every=1",
+        "model.output_activation=identity",
+        "trainer.grad_clip=0",
+    )
+    with pytest.raises(TrainingError, match="loss became") as info:
+        train(cfg, tmp_path)
+    assert "last good checkpoint" in str(info.value)
+    load_checkpoint(tmp_path / "checkpoints/last.pt")  # still intact
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /tmp/nowcast_pwned",))
+
+
+def test_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": _Exploit(), "model_config": {}, "transform": {}, "data": {}}, path)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(path)
+    (tmp_path / "junk.pt").write_bytes(pickle.dumps([1, 2]))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_atomic_save_keeps_old_file_on_failure(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint({"a": torch.ones(2)}, path)
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        save_checkpoint({"a": lambda: 1}, path)  # a lambda cannot be pickled
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def _cli(run_dir, *overrides):
+    return [
+        sys.executable,
+        "-m",
+        "nowcast.train",
+        *TINY_TRAIN,
+        "data.t_in=2",
+        "data.t_out=2",
+        f"hydra.run.dir={run_dir}",
+        *overrides,
+    ]
+
+
+def test_cli_end_to_end(tmp_path):
+    done = subprocess.run(_cli(tmp_path / "run"), cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "run/metrics.json").is_file() and (tmp_path / "run/forecast.gif").is_file()
+    bad = subprocess.run(
+        _cli(tmp_path / "bad", "trainer.max_stepz=3"),
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode != 0 and "max_stepz" in bad.stderr
+
+
+def test_sigterm_writes_checkpoint_and_resume_continues(tmp_path):
+    run = tmp_path / "run"
+    cmd = _cli(run, "trainer.max_steps=100000", "trainer.val_every=100000", "trainer.log_every=1")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "metrics.csv").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    step = load_checkpoint(run / "checkpoints/last.pt")["step"]
+    assert step >= 1
+
+
+def test_kill_9_leaves_last_checkpoint_intact(tmp_path):
+    run = tmp_path / "run"
+    cmd = _cli(run, "trainer.max_steps=100000", "trainer.val_every=1")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "checkpoints/last.pt").exists():
+        time.sleep(0.1)
+    time.sleep(1.5)
+    proc.kill()
+    proc.wait()
+    payload = load_checkpoint(run / "checkpoints/last.pt")
+    assert payload["step"] >= 1
