@@ -17,6 +17,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from nowcast import __version__
 from nowcast.checkpoint import CheckpointError
 from nowcast.config import register_configs
 from nowcast.errors import UserError
@@ -40,7 +41,10 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def cli() -> None:
-    """Console-script entry point ``nowcast-train``."""
+    """Console-script entry point ``nowcast-train`` (``--help`` lists config groups, ``--version``)."""
+    if "--version" in sys.argv[1:]:
+        print(f"nowcast {__version__}")
+        return
     register_configs()
     main()
 

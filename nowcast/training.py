@@ -426,7 +426,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         trainer.device,
         trainer.tcfg.precision,
     )
-    reason = trainer.fit()
+    try:
+        reason = trainer.fit()
+    finally:
+        if dist.is_initialized():
+            dist.barrier()
     if reason.startswith("signal"):
         log.warning(
             "stopped by %s at step %d; resume with trainer.resume=%s",
@@ -436,6 +440,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         )
         return {"stopped": reason, "step": trainer.state.step}
     if not trainer.dist.is_main:
+        dist.destroy_process_group()
         return {}
     result = trainer.test()
     metrics = {
@@ -454,4 +459,6 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     plots.sequence_gif(inputs[:, :, 0], truth, forecast, run_dir / "forecast.gif", radar=trainer.bundle.radar)
     plots.sample_grid(inputs[:, :, 0], truth, forecast, run_dir / "samples.png", radar=trainer.bundle.radar)
     log.info("outputs in %s", run_dir)
+    if dist.is_initialized():
+        dist.destroy_process_group()
     return metrics

@@ -1,0 +1,308 @@
+"""Speed benchmark: nowcast's ConvLSTM against a common-style reference, in one process.
+
+Usage::
+
+    python benchmarks/run.py [--quick] [--json OUT.json] [--device auto|cpu|cuda]
+
+Measures (1) training throughput of the paper's Moving-MNIST net and the default radar model,
+(2) the same for a reference written here in the common style (concatenate [x, h], one fp32
+convolution per gate block and step, step-major loop, convolution over the forecaster's zero
+inputs, eager NCHW), (3) the peak of a plain convolution of the recurrent shape in fp32 and bf16
+and our achieved GFLOP/s as a fraction of it, (4) the latency of a 10-frame forecast of a
+512×512 radar frame with the shipped model, and peak memory. With no ``--quick`` it also trains
+a small model in fp32 and in bf16 from the same seed and compares the validation losses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nowcast import __version__
+from nowcast.forecast import Forecaster, autocast
+from nowcast.models import EncoderForecaster, ModelConfig
+
+
+@dataclass
+class Case:
+    """One benchmarked network and input shape."""
+
+    name: str
+    config: ModelConfig
+    batch: int
+    t_in: int
+    t_out: int
+    size: int
+
+
+CASES = [
+    Case(
+        "convlstm_paper (Moving-MNIST)", ModelConfig(hidden=[128, 64, 64], kernel_size=5, patch_size=4), 8, 10, 10, 64
+    ),
+    Case(
+        "radar default",
+        ModelConfig(hidden=[64, 64], kernel_size=3, patch_size=8, step_channel=True),
+        8,
+        5,
+        10,
+        128,
+    ),
+]
+
+
+class ReferenceCell(nn.Module):
+    """Common-style ConvLSTM cell: one convolution over ``cat([x, h])`` per step."""
+
+    def __init__(self, in_channels: int, hidden: int, kernel: int) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.conv = nn.Conv2d(in_channels + hidden, 4 * hidden, kernel, padding=kernel // 2)
+
+    def forward(self, x, state):
+        """One step from the concatenation of input and hidden state."""
+        h, c = state
+        i, f, o, g = self.conv(torch.cat([x, h], dim=1)).chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+
+class ReferenceModel(nn.Module):
+    """Common-style encoder–forecaster with the same layers and shapes as ours."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        p, k = config.patch_size, config.kernel_size
+        extra = 1 if config.step_channel else 0
+        below = [p * p + extra, *config.hidden[:-1]]
+        self.config = config
+        self.encoder = nn.ModuleList(ReferenceCell(i, h, k) for i, h in zip(below, config.hidden, strict=True))
+        below_fc = [max(extra, 1), *config.hidden[:-1]]  # the common code feeds zeros to the first layer
+        self.forecaster = nn.ModuleList(ReferenceCell(i, h, k) for i, h in zip(below_fc, config.hidden, strict=True))
+        self.out = nn.Conv2d(sum(config.hidden), p * p, 1)
+
+    def forward(self, frames, n_out, step_minutes=None):
+        """Step-major unroll: every layer at time t before any layer at t + 1."""
+        b, t_in = frames.shape[:2]
+        p = self.config.patch_size
+        x = F.pixel_unshuffle(frames.flatten(0, 1), p).unflatten(0, (b, t_in))
+        hp, wp = x.shape[-2:]
+        extra = x.new_full((b, 1, hp, wp), 0.5) if self.config.step_channel else None
+        states = [(x.new_zeros(b, cell.hidden, hp, wp), x.new_zeros(b, cell.hidden, hp, wp)) for cell in self.encoder]
+        for t in range(t_in):
+            inp = x[:, t] if extra is None else torch.cat([x[:, t], extra], 1)
+            for i, cell in enumerate(self.encoder):
+                states[i] = cell(inp, states[i])
+                inp = states[i][0]
+        outputs = []
+        zeros = extra if extra is not None else x.new_zeros(b, 1, hp, wp)
+        for _ in range(n_out):
+            inp = zeros
+            hs = []
+            for i, cell in enumerate(self.forecaster):
+                states[i] = cell(inp, states[i])
+                inp = states[i][0]
+                hs.append(inp)
+            outputs.append(torch.sigmoid(F.pixel_shuffle(self.out(torch.cat(hs, 1)), p)))
+        return torch.stack(outputs, 1)
+
+
+def count_forward_flops(model: nn.Module, run) -> float:
+    """FLOPs of all convolutions in one forward pass (2 × MACs), counted with hooks."""
+    total = 0.0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        k = module.kernel_size[0] * module.kernel_size[1]
+        total += 2.0 * module.in_channels * k * output.numel()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        run()
+    for h in handles:
+        h.remove()
+    return total
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_training(model, case: Case, device, precision: str, steps: int, channels_last: bool) -> tuple[float, float]:
+    """Samples per second (forward + backward + Adam step) and the forward FLOPs per batch."""
+    torch.manual_seed(0)
+    frames = torch.rand(case.batch, case.t_in + case.t_out, 1, case.size, case.size, device=device)
+    step = torch.full((case.batch,), 10.0, device=device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def forward():
+        with autocast(device, precision):
+            return model(frames[:, : case.t_in], case.t_out, step).float()
+
+    flops = count_forward_flops(model, forward)
+
+    def one_step():
+        loss = F.mse_loss(forward(), frames[:, case.t_in :])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(2):
+        one_step()
+    _sync(device)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        one_step()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return case.batch / statistics.median(times), flops
+
+
+def conv_peak(case: Case, device, dtype: torch.dtype, reps: int) -> float:
+    """GFLOP/s of a plain convolution of the recurrent shape (batch × time stacked), fwd only."""
+    hid = case.config.hidden[0]
+    grid = case.size // case.config.patch_size
+    k = case.config.kernel_size
+    x = torch.randn(case.batch * 10, hid, grid, grid, device=device)
+    w = torch.randn(4 * hid, hid, k, k, device=device)
+    if device.type == "cpu":
+        x = x.to(memory_format=torch.channels_last)
+
+    def run():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            return F.conv2d(x, w, padding=k // 2)
+
+    for _ in range(3):
+        run()
+    _sync(device)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        run()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    flops = 2.0 * hid * k * k * 4 * hid * grid * grid * case.batch * 10
+    return flops / statistics.median(times) / 1e9
+
+
+def predict_latency(device: str, reps: int) -> float:
+    """Median seconds for a 10-frame forecast of a 512×512 frame with the shipped model."""
+    forecaster = Forecaster.from_checkpoint(device=device)
+    rng = np.random.default_rng(0)
+    rates = rng.gamma(0.3, 3.0, (forecaster.t_in, 512, 512)).astype(np.float32)
+    forecaster.forecast(rates, 10, 5.0)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        forecaster.forecast(rates, 10, 5.0)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def precision_check(device, steps: int) -> dict[str, float]:
+    """Train one small model in fp32 and in bf16 from the same seed; validation MSE of each."""
+    from nowcast.data.moving_mnist import MovingMNIST, load_digits
+
+    train = MovingMNIST(load_digits("train"), 10**9, seed=0)
+    val = torch.stack([MovingMNIST(load_digits("val"), 64, seed=1)[i]["frames"] for i in range(64)]).to(device)
+    out = {}
+    for precision in ("32", "bf16"):
+        torch.manual_seed(0)
+        model = EncoderForecaster(ModelConfig(hidden=[32, 32])).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        for s in range(steps):
+            batch = torch.stack([train[s * 16 + j]["frames"] for j in range(16)]).to(device)
+            with autocast(device, precision):
+                pred = model(batch[:, :10], 10).float()
+            loss = F.binary_cross_entropy(pred.clamp(1e-6, 1 - 1e-6), batch[:, 10:])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad(), autocast(device, precision):
+            out[f"val_mse_{precision}"] = float(F.mse_loss(model(val[:, :10], 10).float(), val[:, 10:]))
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions, no precision check")
+    parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    args = parser.parse_args(argv)
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    steps = 3 if args.quick else 8
+    results: dict = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "threads": torch.get_num_threads(),
+        "versions": {"nowcast": __version__, "torch": torch.__version__, "python": sys.version.split()[0]},
+        "cases": {},
+    }
+    for case in CASES:
+        ref = ReferenceModel(case.config).to(device)
+        ref_sps, ref_flops = time_training(ref, case, device, "32", steps, channels_last=False)
+        ours32 = EncoderForecaster(case.config).to(device)
+        o32_sps, _ = time_training(ours32, case, device, "32", steps, channels_last=device.type == "cpu")
+        ours = EncoderForecaster(case.config).to(device)
+        sps, flops = time_training(ours, case, device, "bf16", steps, channels_last=device.type == "cpu")
+        peak32 = conv_peak(case, device, torch.float32, steps * 2)
+        peak16 = conv_peak(case, device, torch.bfloat16, steps * 2)
+        achieved = 3.0 * flops * sps / case.batch / 1e9  # forward + backward ≈ 3 × forward
+        results["cases"][case.name] = {
+            "reference_fp32_samples_per_s": ref_sps,
+            "ours_fp32_samples_per_s": o32_sps,
+            "ours_bf16_samples_per_s": sps,
+            "speedup_vs_reference": sps / ref_sps,
+            "speedup_fp32_vs_reference": o32_sps / ref_sps,
+            "conv_peak_fp32_gflops": peak32,
+            "conv_peak_bf16_gflops": peak16,
+            "achieved_gflops": achieved,
+            "fraction_of_bf16_peak": achieved / peak16,
+            "reference_forward_gflop_per_batch": ref_flops / 1e9,
+            "ours_forward_gflop_per_batch": flops / 1e9,
+        }
+        print(
+            f"{case.name}: ours {sps:.2f} samples/s (fp32 {o32_sps:.2f}), reference {ref_sps:.2f} "
+            f"-> x{sps / ref_sps:.2f}; {achieved:.0f} GFLOP/s = {achieved / peak16:.0%} of bf16 conv peak "
+            f"({peak16:.0f}; fp32 {peak32:.0f})",
+            flush=True,
+        )
+    paper = results["cases"][CASES[0].name]
+    results["train_speedup_vs_reference"] = paper["speedup_vs_reference"]
+    results["train_fraction_of_peak"] = paper["fraction_of_bf16_peak"]
+    results["predict_512_seconds"] = predict_latency(str(device), 3 if args.quick else 5)
+    print(f"predict 512x512, 10 frames: {results['predict_512_seconds']:.3f} s", flush=True)
+    if not args.quick:
+        results["precision_check"] = precision_check(device, 150)
+        print(f"precision check: {results['precision_check']}", flush=True)
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device.type == "cuda":
+        results["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    print(f"peak RSS {results['peak_rss_mb']:.0f} MB")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

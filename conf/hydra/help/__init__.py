@@ -1,0 +1,1 @@
+"""Hydra configs, packaged as nowcast.conf so an installed nowcast finds them."""
