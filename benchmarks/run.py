@@ -139,6 +139,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def median_seconds(fn, device: torch.device, warmup: int, reps: int) -> float:
+    """Median wall time of ``fn()`` over ``reps`` calls after ``warmup`` calls (GPU synchronised)."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def time_training(model, case: Case, device, precision: str, steps: int, channels_last: bool) -> tuple[float, float]:
     """Samples per second (forward + backward + Adam step) and the forward FLOPs per batch."""
     torch.manual_seed(0)
@@ -160,16 +174,7 @@ def time_training(model, case: Case, device, precision: str, steps: int, channel
         loss.backward()
         opt.step()
 
-    for _ in range(2):
-        one_step()
-    _sync(device)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        one_step()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return case.batch / statistics.median(times), flops
+    return case.batch / median_seconds(one_step, device, warmup=2, reps=steps), flops
 
 
 def conv_peak(case: Case, device, dtype: torch.dtype, reps: int) -> float:
@@ -186,17 +191,8 @@ def conv_peak(case: Case, device, dtype: torch.dtype, reps: int) -> float:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
             return F.conv2d(x, w, padding=k // 2)
 
-    for _ in range(3):
-        run()
-    _sync(device)
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        run()
-        _sync(device)
-        times.append(time.perf_counter() - start)
     flops = 2.0 * hid * k * k * 4 * hid * grid * grid * case.batch * 10
-    return flops / statistics.median(times) / 1e9
+    return flops / median_seconds(run, device, warmup=3, reps=reps) / 1e9
 
 
 def predict_latency(device: str, reps: int) -> float:

@@ -62,14 +62,14 @@ class RadarDataConfig:
 class TrainerConfig:
     """Optimisation, logging and hardware settings."""
 
-    max_steps: int = 1500
+    max_steps: int = 420
     max_epochs: int = 1000
     batch_size: int = 16
-    lr: float = 1e-3
+    lr: float = 3e-3
     optimizer: str = "adam"  # adam | rmsprop
     loss: str = "bce"  # mse | bce | l1
     grad_clip: float = 1.0  # max gradient norm; 0 disables
-    val_every: int = 250
+    val_every: int = 210
     early_stop_patience: int = 0  # validations without improvement; 0 disables
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "32"  # 32 | bf16

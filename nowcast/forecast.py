@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 PRETRAINED_NAME = "radar_convlstm.pt"
 
+#: Forecast rain rates below this (mm/h) are set to 0: the network's output never reaches exactly
+#: zero, and radars report no rain below about this rate.
+RAIN_FLOOR_MM_H = 0.1
+
 
 def pretrained_checkpoint() -> Path:
     """Path of the small radar model shipped inside the package."""
@@ -165,8 +169,8 @@ class Forecaster:
         Returns
         -------
         numpy.ndarray
-            Forecast rain rate, mm/h, ``(n_out, H, W)`` (or ``(B, n_out, H, W)``), float32; NaN where
-            the last observed frame has no data.
+            Forecast rain rate, mm/h, ``(n_out, H, W)`` (or ``(B, n_out, H, W)``), float32; 0 below
+            :data:`RAIN_FLOOR_MM_H`; NaN where the last observed frame has no data.
 
         """
         single = rates.ndim == 3
@@ -182,6 +186,8 @@ class Forecaster:
             step = torch.full((frames.shape[0],), float(step_minutes), device=self.device)
         y = run_model(self.model, frames, n_out, step, self.precision)[:, :, 0]
         out = self.transform.decode(y.cpu().numpy()).astype(np.float32)  # (B, n_out, H, W)
+        if self.transform.kind != "identity":
+            out[out < RAIN_FLOOR_MM_H] = 0.0
         out[np.broadcast_to(no_data[:, None], out.shape)] = np.nan
         return out[0] if single else out
 

@@ -53,8 +53,9 @@ def _figure_to_image(fig) -> Image.Image:
 
 
 def save_gif(images: Sequence[Image.Image], path: str | Path, frame_ms: int = GIF_FRAME_MS) -> None:
-    """Write frames as a looping GIF, atomically."""
-    first, *rest = images
+    """Write frames as a looping GIF, atomically (adaptive palette, no dithering)."""
+    paletted = [im.convert("P", palette=Image.Palette.ADAPTIVE, colors=255, dither=Image.Dither.NONE) for im in images]
+    first, *rest = paletted
 
     def write(tmp: str) -> None:
         first.save(tmp, format="GIF", save_all=True, append_images=rest, duration=frame_ms, loop=0)

@@ -21,13 +21,14 @@ STANDARD = ["precipitation_amount", "rainfall_rate", "equivalent_reflectivity_fa
 
 @st.composite
 def radar_files(draw, folder):
+    folder.mkdir(parents=True, exist_ok=True)
     n = draw(st.integers(1, 4))
     ny, nx = draw(st.integers(1, 9)), draw(st.integers(1, 9))
     dtype = draw(st.sampled_from(["float32", "float64", "int16"]))
     units = draw(st.sampled_from(UNITS))
     standard = draw(st.sampled_from(STANDARD))
     offsets = sorted(draw(st.lists(st.integers(0, 40), min_size=n, max_size=n)))
-    fill = draw(st.floats(-5, 2000, allow_nan=True))
+    fill = draw(st.one_of(st.floats(-5, 2000), st.just(float("nan"))))
     nan_fraction = draw(st.sampled_from([0.0, 0.3, 1.0]))
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     for k, minutes in enumerate(offsets):
