@@ -157,3 +157,52 @@ def test_knmi_hdf5_through_pysteps():
     assert ds.sizes == {"time": 3, "y": 765, "x": 700}
     assert split_sequences(ds)[0][1] == 5.0
     assert np.isnan(ds["rainfall_rate"].values).any()  # outside coverage stays no-data
+
+
+def write_odim(path, rate_mm_h: np.ndarray, time: str, quantity: str = "RATE", gain: float = 0.01) -> None:
+    """A minimal ODIM HDF5 composite (what/where/dataset1/data1) on a 1 km LAEA grid."""
+    import h5py
+    from pyproj import Proj
+
+    ny, nx = rate_mm_h.shape
+    proj = "+proj=laea +lat_0=55 +lon_0=10 +x_0=0 +y_0=0 +ellps=WGS84"
+    inverse = Proj(proj)
+    ll_lon, ll_lat = inverse(-nx * 500.0, -ny * 500.0, inverse=True)
+    ur_lon, ur_lat = inverse(nx * 500.0, ny * 500.0, inverse=True)
+    with h5py.File(path, "w") as f:
+        b = np.bytes_
+        f.create_group("what").attrs.update({"object": b("COMP"), "date": b(time[:8]), "time": b(time[8:])})
+        f.create_group("where").attrs.update(
+            {
+                "projdef": b(proj),
+                "LL_lon": ll_lon,
+                "LL_lat": ll_lat,
+                "UR_lon": ur_lon,
+                "UR_lat": ur_lat,
+                "xscale": 1000.0,
+                "yscale": 1000.0,
+                "xsize": nx,
+                "ysize": ny,
+            }
+        )
+        data = f.create_group("dataset1/data1")
+        data.create_group("what").attrs.update(
+            {"quantity": b(quantity), "gain": gain, "offset": 0.0, "nodata": 65535.0, "undetect": 0.0}
+        )
+        raw = np.where(np.isnan(rate_mm_h), 65535, np.round(np.nan_to_num(rate_mm_h) / gain)).astype(np.uint16)
+        data.create_dataset("data", data=raw)
+
+
+def test_odim_hdf5_through_pysteps(tmp_path):
+    pytest.importorskip("pyproj")
+    field = blob_field(0, size=24)
+    field[0, 0] = np.nan
+    write_odim(tmp_path / "a.h5", field, "20240101001000")
+    write_odim(tmp_path / "b.h5", blob_field(1, size=24), "20240101001500")
+    ds = open_radar(tmp_path)
+    assert ds.sizes == {"time": 2, "y": 24, "x": 24}
+    np.testing.assert_allclose(np.nan_to_num(ds["rainfall_rate"].values[0]), np.nan_to_num(field), atol=0.006)
+    assert np.isnan(ds["rainfall_rate"].values[0, 0, 0])
+    assert split_sequences(ds)[0][1] == 5.0
+    assert ds["x"].values[1] - ds["x"].values[0] == pytest.approx(1000.0)
+    assert "crs" in ds and "proj4_params" in ds["crs"].attrs

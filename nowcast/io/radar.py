@@ -165,7 +165,7 @@ def read_file(path: Path, variable: str | None, zr: ZR, lazy: bool) -> _Frames:
     if magic == HDF5_MAGIC:
         kind = _hdf5_kind(path)
         if kind != "netcdf":
-            return _read_with_pysteps(path, kind)
+            return _read_with_pysteps(path, kind, zr)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -338,7 +338,7 @@ def _hdf5_kind(path: Path) -> str:
     return "netcdf"
 
 
-def _read_with_pysteps(path: Path, kind: str) -> _Frames:
+def _read_with_pysteps(path: Path, kind: str, zr: ZR) -> _Frames:
     """KNMI or ODIM HDF5 through pysteps' importers, as rain rate on the file's grid."""
     try:
         from nowcast._quiet import import_pysteps
@@ -352,7 +352,7 @@ def _read_with_pysteps(path: Path, kind: str) -> _Frames:
             if kind == "knmi":
                 precip, _, meta = pio.import_knmi_hdf5(str(path), qty="ACRR", accutime=5.0, pixelsize=1000.0)
             else:
-                precip, _, meta = pio.import_odim_hdf5(str(path), qty="RATE")
+                precip, meta = _import_odim(pio, path)
     except Exception as err:  # noqa: BLE001 - importer failures are bad files
         raise UserError(f"{path}: cannot read as {kind.upper()} HDF5 ({_first_line(err)})") from None
     time = _hdf5_time(path, kind)
@@ -361,7 +361,7 @@ def _read_with_pysteps(path: Path, kind: str) -> _Frames:
     if unit == "mm":
         values = values * 60.0 / float(meta["accutime"])
     elif unit == "dBZ":
-        values = ZR().rain_rate(values)
+        values = zr.rain_rate(values)
     elif unit != "mm/h":
         raise UserError(f"{path}: unknown units {unit!r} from the {kind.upper()} importer")
     ny, nx = values.shape
@@ -384,6 +384,33 @@ def _read_with_pysteps(path: Path, kind: str) -> _Frames:
     return _Frames(path, rate, crs)
 
 
+def _import_odim(pio, path: Path) -> tuple[np.ndarray, dict]:
+    """ODIM HDF5 through pysteps, trying rain rate, then reflectivity, then accumulation."""
+    for qty in ("RATE", "DBZH", "ACRR"):
+        try:
+            precip, _, meta = pio.import_odim_hdf5(str(path), qty=qty)
+        except OSError as err:
+            if "not found" in str(err):
+                continue
+            raise
+        if qty == "ACRR":
+            meta["accutime"] = _odim_accumulation_minutes(path, meta["accutime"])
+        return precip, meta
+    raise UserError(f"{path}: ODIM file has none of the quantities RATE, DBZH, ACRR")
+
+
+def _odim_accumulation_minutes(path: Path, default: float) -> float:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        what = f["what"].attrs
+        if "startdate" in what and "enddate" in what:
+            start = pd.to_datetime(_text(what["startdate"]) + _text(what["starttime"]), format="%Y%m%d%H%M%S")
+            end = pd.to_datetime(_text(what["enddate"]) + _text(what["endtime"]), format="%Y%m%d%H%M%S")
+            return (end - start).total_seconds() / 60.0
+    return default
+
+
 def _hdf5_time(path: Path, kind: str) -> np.datetime64:
     import h5py
 
@@ -393,8 +420,13 @@ def _hdf5_time(path: Path, kind: str) -> np.datetime64:
             text = (raw[0] if np.ndim(raw) else raw).decode()
             return np.datetime64(pd.to_datetime(text, format="%d-%b-%Y;%H:%M:%S.%f"), "ns")
         what = f["what"].attrs
-        text = what["date"].decode() + what["time"].decode()
+        text = _text(what["date"]) + _text(what["time"])
         return np.datetime64(pd.to_datetime(text, format="%Y%m%d%H%M%S"), "ns")
+
+
+def _text(value) -> str:
+    """An HDF5 string attribute as str (h5py returns bytes or str depending on how it was written)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _cf_grid_mapping(proj4: str) -> dict:
