@@ -59,25 +59,19 @@ def test_loader_works_or_says_one_line(tmp_path_factory, data):
     assert np.all(np.diff(ds["time"].values) > np.timedelta64(0))
 
 
+def _predict(inputs, out, checkpoint, steps: int) -> int:
+    return predict.main(
+        ["--input", str(inputs), "--output", str(out), "--checkpoint", str(checkpoint), "--steps", str(steps), "-q"]
+    )
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_predict_works_or_exits_2_without_output(tmp_path_factory, tiny_radar_checkpoint, data, capsys):
     folder = tmp_path_factory.mktemp("pred")
     data.draw(radar_files(folder / "in"))
     out = folder / "fc.nc"
-    code = predict.main(
-        [
-            "--input",
-            str(folder / "in"),
-            "--output",
-            str(out),
-            "--checkpoint",
-            str(tiny_radar_checkpoint),
-            "--steps",
-            "2",
-            "-q",
-        ]
-    )
+    code = _predict(folder / "in", out, tiny_radar_checkpoint, steps=2)
     err = capsys.readouterr().err
     if code == 0:
         assert xr.open_dataset(out)["rainfall_rate"].shape[0] == 2
@@ -117,17 +111,5 @@ def test_predict_paths_with_spaces_and_unicode(tmp_path, tiny_radar_checkpoint, 
     folder = tmp_path / name
     write_sequence(folder / "in", n=3)
     out = folder / f"{name}.nc"
-    code = predict.main(
-        [
-            "--input",
-            str(folder / "in"),
-            "--output",
-            str(out),
-            "--checkpoint",
-            str(tiny_radar_checkpoint),
-            "--steps",
-            "1",
-            "-q",
-        ]
-    )
+    code = _predict(folder / "in", out, tiny_radar_checkpoint, steps=1)
     assert code == 0 and out.is_file()

@@ -19,6 +19,7 @@ input's ``x``/``y`` coordinates, its grid-mapping variable when there is one, an
 from __future__ import annotations
 
 import glob
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xarray as xr
+from tqdm.auto import tqdm
 
 from nowcast.errors import UserError
 
@@ -112,7 +114,8 @@ def open_radar(
 
     """
     files = expand_paths(paths)
-    frames = [read_file(f, variable, zr, lazy) for f in files]
+    bar = tqdm(files, desc="read radar", unit="file", disable=len(files) < 20 or not sys.stderr.isatty(), leave=False)
+    frames = [read_file(f, variable, zr, lazy) for f in bar]
     _check_same_grid(frames)
     rate = xr.concat([fr.rate for fr in frames], dim="time", coords="minimal", compat="override", join="override")
     counts = [fr.rate.sizes["time"] for fr in frames]
