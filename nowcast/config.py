@@ -67,7 +67,7 @@ class TrainerConfig:
     batch_size: int = 16
     lr: float = 3e-3
     optimizer: str = "adam"  # adam | rmsprop
-    loss: str = "bce"  # mse | bce | l1
+    loss: str = "bce"  # mse | bmse (HKO-7 weighted, radar) | bce | l1
     grad_clip: float = 1.0  # max gradient norm; 0 disables
     val_every: int = 210
     early_stop_patience: int = 0  # validations without improvement; 0 disables

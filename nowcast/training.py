@@ -32,7 +32,7 @@ from nowcast import __version__
 from nowcast.checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 from nowcast.data import DataBundle, build_data
 from nowcast.forecast import build_model, resolve_device, run_model
-from nowcast.metrics import Scorer
+from nowcast.metrics import HKO7_EDGES_MM_H, HKO7_WEIGHTS, Scorer
 from nowcast.models import EncoderForecaster, ModelConfig, count_parameters
 
 log = logging.getLogger(__name__)
@@ -92,19 +92,42 @@ class RunState:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def masked_loss(name: str, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    """Mean loss over valid pixels; ``pred``/``target`` ``(B, T, C, H, W)`` in model space, float32."""
+def masked_loss(
+    name: str,
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    valid: torch.Tensor | None,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean loss over valid pixels; ``pred``/``target`` ``(B, T, C, H, W)`` in model space, float32.
+
+    ``bmse`` is the squared error weighted per pixel by ``weights`` (the HKO-7 weights of the
+    observed rain rate, see :func:`loss_weights`), normalised by the valid-pixel count.
+    """
     if name == "mse":
         per_pixel = (pred - target) ** 2
+    elif name == "bmse":
+        if weights is None:
+            raise ValueError("loss bmse needs per-pixel weights (radar data)")
+        per_pixel = weights * (pred - target) ** 2
     elif name == "l1":
         per_pixel = (pred - target).abs()
     elif name == "bce":
         per_pixel = F.binary_cross_entropy(pred.clamp(1e-6, 1 - 1e-6), target.clamp(0, 1), reduction="none")
     else:
-        raise ValueError(f"unknown loss {name!r}; choose mse, bce or l1")
+        raise ValueError(f"unknown loss {name!r}; choose mse, bmse, bce or l1")
     if valid is None:
         return per_pixel.mean()
     return (per_pixel * valid).sum() / valid.sum().clamp_min(1.0)
+
+
+def loss_weights(name: str, target: torch.Tensor, bundle: DataBundle) -> torch.Tensor | None:
+    """HKO-7 weights of the target's rain rate for ``bmse``; None for other losses."""
+    if name != "bmse":
+        return None
+    rate = bundle.transform.decode(target)
+    edges = torch.tensor(HKO7_EDGES_MM_H, device=target.device)
+    return torch.tensor(HKO7_WEIGHTS, device=target.device)[torch.bucketize(rate, edges, right=True)]
 
 
 def make_scorer(bundle: DataBundle) -> Scorer:
@@ -260,7 +283,7 @@ class Trainer:
             x = x.contiguous()
         self.optimizer.zero_grad(set_to_none=True)
         pred = run_model(self.net, x, self.bundle.t_out, step, self.tcfg.precision)
-        loss = masked_loss(self.tcfg.loss, pred, y, valid)
+        loss = masked_loss(self.tcfg.loss, pred, y, valid, loss_weights(self.tcfg.loss, y, self.bundle))
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
             raise TrainingError(
@@ -281,7 +304,8 @@ class Trainer:
         for batch in self._loader(self.bundle.val):
             x, y, valid, step = split_batch(batch, self.bundle.t_in, self.device)
             pred = run_model(self.model, x, self.bundle.t_out, step, self.tcfg.precision)
-            total += float(masked_loss(self.tcfg.loss, pred, y, valid)) * x.shape[0]
+            weights = loss_weights(self.tcfg.loss, y, self.bundle)
+            total += float(masked_loss(self.tcfg.loss, pred, y, valid, weights)) * x.shape[0]
             count += x.shape[0]
         self.model.train()
         return total / max(count, 1)

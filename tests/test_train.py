@@ -43,6 +43,21 @@ def test_masked_loss_ignores_invalid():
     assert masked_loss("mse", pred, target, valid).item() == pytest.approx(1.0)
     with pytest.raises(ValueError, match="unknown loss"):
         masked_loss("huber9", pred, target, None)
+    weights = torch.tensor([[[[[1.0, 30.0], [2.0, 2.0]]]]])
+    assert masked_loss("bmse", pred, target, valid, weights).item() == pytest.approx((1 + 30) / 2)
+
+
+def test_bmse_weights_follow_hko7():
+    from types import SimpleNamespace
+
+    from nowcast.training import loss_weights
+    from nowcast.transforms import Transform
+
+    bundle = SimpleNamespace(transform=Transform("log1p", 100.0))
+    rates = torch.tensor([0.0, 1.0, 3.0, 7.0, 20.0, 50.0])
+    got = loss_weights("bmse", bundle.transform.encode(rates), bundle)
+    assert got.tolist() == [1.0, 1.0, 2.0, 5.0, 10.0, 30.0]
+    assert loss_weights("mse", rates, bundle) is None
 
 
 def test_train_writes_every_output(tmp_path, compose_config):
