@@ -234,6 +234,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "step": self.state.step,
             "best_val": self.state.best_val,
+            "loss": self.tcfg.loss,
             "stale_validations": self.state.stale_validations,
             "history": self.state.history,
             "config": OmegaConf.to_container(self.cfg, resolve=True),
@@ -264,6 +265,9 @@ class Trainer:
             history=list(payload.get("history", [])),
         )
         torch.set_rng_state(payload["torch_rng"])
+        if payload.get("loss", self.tcfg.loss) != self.tcfg.loss:  # fine-tuning with another loss
+            log.warning("loss changed from %s to %s: best validation loss restarts", payload["loss"], self.tcfg.loss)
+            self.state.best_val, self.state.stale_validations = math.inf, 0
         log.info("resumed from %s at step %d", path, self.state.step)
 
     # ------------------------------------------------------------------ loop
