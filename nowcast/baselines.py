@@ -4,7 +4,8 @@
 * ``extrapolation``: Lucas–Kanade motion + semi-Lagrangian advection of the last frame.
 * ``sprog``: pysteps' S-PROG (Seed 2003), the fair deterministic rival of an MSE-trained network.
 
-All take rain rate ``(T, H, W)`` in mm/h (NaN = no data) and return ``(n_out, H, W)`` mm/h with
+All take rain rate ``(T, H, W)`` in mm/h (NaN = no data), ``n_out`` and an optional motion field
+(so one call serves every method; persistence ignores it) and return ``(n_out, H, W)`` mm/h with
 NaN where the last input frame has no data.
 """
 
@@ -44,8 +45,8 @@ def _mask_like_last(forecast: np.ndarray, rates: np.ndarray) -> np.ndarray:
     return forecast
 
 
-def persistence(rates: np.ndarray, n_out: int) -> np.ndarray:
-    """Repeat the last frame ``n_out`` times."""
+def persistence(rates: np.ndarray, n_out: int, velocity: np.ndarray | None = None) -> np.ndarray:
+    """Repeat the last frame ``n_out`` times (``velocity`` is ignored)."""
     return np.repeat(rates[-1:].astype(np.float32), n_out, axis=0)
 
 
@@ -88,6 +89,8 @@ def sprog(rates: np.ndarray, n_out: int, velocity: np.ndarray | None = None, n_c
 
 
 BASELINES = {"persistence": persistence, "extrapolation": extrapolation, "sprog": sprog}
+#: Baselines that advect along the Lucas–Kanade motion; it is computed once and shared.
+MOTION_BASELINES = frozenset({"extrapolation", "sprog"})
 
 
 def get_baseline(name: str):

@@ -13,13 +13,13 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
-from nowcast.baselines import extrapolation, motion_field, persistence, sprog
+from nowcast.baselines import BASELINES, MOTION_BASELINES, get_baseline, motion_field
 from nowcast.errors import UserError
 from nowcast.forecast import Forecaster
 from nowcast.io.radar import split_sequences
 from nowcast.metrics import Scorer
 
-METHODS = ("model", "persistence", "extrapolation", "sprog")
+METHODS = ("model", *BASELINES)
 DEFAULT_THRESHOLDS = (0.5, 1.0, 2.0, 5.0, 10.0)
 DEFAULT_FSS_SCALES = (1, 5, 17)
 
@@ -60,20 +60,23 @@ def window_spec(ds: xr.Dataset, minutes_out: float, minutes_in: float | None, t_
     return WindowSpec(n_in, n_out, step), sequences
 
 
-def iter_windows(sequences: list, spec: WindowSpec, every: int) -> Iterator[tuple[np.ndarray, np.ndarray, list]]:
-    """Yield ``(inputs (n_in, H, W), observed (n_out, H, W), times)`` in mm/h."""
+def window_starts(sequences: list, spec: WindowSpec, every: int) -> list[tuple[int, int]]:
+    """``(sequence index, first frame)`` of every window, one every ``every`` frames."""
     length = spec.n_in + spec.n_out
-    for seq, _ in sequences:
-        values = seq["rainfall_rate"]
-        for start in range(0, seq.sizes["time"] - length + 1, every):
-            block = values.isel(time=slice(start, start + length)).values
-            yield block[: spec.n_in], block[spec.n_in :], list(seq["time"].values[start : start + length])
+    return [
+        (k, start) for k, (seq, _) in enumerate(sequences) for start in range(0, seq.sizes["time"] - length + 1, every)
+    ]
 
 
-def count_windows(sequences: list, spec: WindowSpec, every: int) -> int:
-    """Number of windows :func:`iter_windows` yields."""
+def iter_windows(
+    sequences: list, spec: WindowSpec, starts: list[tuple[int, int]]
+) -> Iterator[tuple[np.ndarray, np.ndarray, list]]:
+    """Yield ``(inputs (n_in, H, W), observed (n_out, H, W), times)`` in mm/h for each start."""
     length = spec.n_in + spec.n_out
-    return sum(len(range(0, seq.sizes["time"] - length + 1, every)) for seq, _ in sequences)
+    for k, start in starts:
+        seq = sequences[k][0]
+        block = seq["rainfall_rate"].isel(time=slice(start, start + length)).values
+        yield block[: spec.n_in], block[spec.n_in :], list(seq["time"].values[start : start + length])
 
 
 def evaluate(
@@ -95,7 +98,8 @@ def evaluate(
         raise UserError("method 'model' needs a checkpoint")
     t_in = forecaster.t_in if forecaster is not None else 3
     spec, sequences = window_spec(ds, minutes_out, minutes_in, t_in)
-    total = count_windows(sequences, spec, every)
+    starts = window_starts(sequences, spec, every)
+    total = len(starts)
     if total == 0:
         raise UserError(
             f"no window of {spec.n_in} + {spec.n_out} frames at {spec.step_minutes:g} min fits the input "
@@ -104,7 +108,7 @@ def evaluate(
     scorers = {m: Scorer(thresholds, spec.n_out, fss_scales=fss_scales, balanced=True) for m in methods}
     best_rain, example, example_times = -1.0, {}, []
     bar = tqdm(total=total, desc="evaluate", unit="window", disable=not progress)
-    for inputs, observed, times in iter_windows(sequences, spec, every):
+    for inputs, observed, times in iter_windows(sequences, spec, starts):
         forecasts = forecast_window(inputs, spec, forecaster, methods)
         valid = np.isfinite(observed)
         for name, fc in forecasts.items():
@@ -121,18 +125,13 @@ def forecast_window(
     inputs: np.ndarray, spec: WindowSpec, forecaster: Forecaster | None, methods: Sequence[str]
 ) -> dict[str, np.ndarray]:
     """Forecasts ``(n_out, H, W)`` mm/h of each method for one window of inputs."""
-    out: dict[str, np.ndarray] = {}
-    velocity = motion_field(inputs) if {"extrapolation", "sprog"} & set(methods) else None
-    for name in methods:
-        if name == "model":
-            out[name] = forecaster.forecast(inputs, spec.n_out, spec.step_minutes)
-        elif name == "persistence":
-            out[name] = persistence(inputs, spec.n_out)
-        elif name == "extrapolation":
-            out[name] = extrapolation(inputs, spec.n_out, velocity)
-        else:
-            out[name] = sprog(inputs, spec.n_out, velocity)
-    return out
+    velocity = motion_field(inputs) if MOTION_BASELINES & set(methods) else None
+    return {
+        name: forecaster.forecast(inputs, spec.n_out, spec.step_minutes)
+        if name == "model"
+        else get_baseline(name)(inputs, spec.n_out, velocity)
+        for name in methods
+    }
 
 
 def metrics_document(result: EvaluationResult) -> dict:

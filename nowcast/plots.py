@@ -152,7 +152,7 @@ def scores_by_lead(
                 values = scores[method]["csi"][panel.split("@")[1]]["by_lead"]
             x = lead_minutes if lead_minutes is not None else range(1, len(values) + 1)
             ax.plot(list(x), [np.nan if v is None else v for v in values], marker="o", ms=3, label=method)
-        ax.set_title(panel.replace("csi@", "CSI ≥ ").upper() if panel == "mse" else panel.replace("csi@", "CSI ≥ "))
+        ax.set_title("MSE" if panel == "mse" else panel.replace("csi@", "CSI ≥ "))
         ax.set_xlabel("lead (min)" if lead_minutes is not None else "lead (frames)")
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)

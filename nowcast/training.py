@@ -340,25 +340,25 @@ class Trainer:
             disable=not (self.dist.is_main and sys.stderr.isatty()),
         )
         reason = "max_steps"
-        window_loss, window_samples, window_start = 0.0, 0, time.perf_counter()
+        window_loss, window_steps, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
         try:
             for batch in loader:
                 loss = self._train_step(batch)
                 self.state.step += 1
                 window_loss += loss
+                window_steps += 1
                 window_samples += batch["frames"].shape[0] * self.dist.world_size
                 bar.update(1)
                 if self.state.step % self.tcfg.log_every == 0 or self.state.step == self.total_steps:
                     elapsed = time.perf_counter() - window_start
-                    n_steps = max(1, round(window_samples / (self.tcfg.batch_size * self.dist.world_size)))
                     record = {
                         "step": self.state.step,
-                        "train_loss": window_loss / n_steps,
+                        "train_loss": window_loss / window_steps,
                         "samples_per_s": window_samples / max(elapsed, 1e-9),
                     }
                     bar.set_postfix(loss=f"{record['train_loss']:.4f}", sps=f"{record['samples_per_s']:.1f}")
                     self._log(record)
-                    window_loss, window_samples, window_start = 0.0, 0, time.perf_counter()
+                    window_loss, window_steps, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
                 if self.state.step % self.tcfg.val_every == 0 or self.state.step == self.total_steps:
                     if self._validate_and_checkpoint():
                         reason = "early_stop"
