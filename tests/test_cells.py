@@ -35,8 +35,8 @@ def test_convlstm_scalar_matches_equations():
     g = math.tanh(wx[3] * x + wh[3] * h + b[3])
     c_next = f * c + i * g
     h_next = o * math.tanh(c_next)
-    xt = torch.full((1, 1, 1, 1, 1), x)
-    h1, c1 = cell(cell.project_inputs(xt)[:, 0], (torch.full((1, 1, 1, 1), h), torch.full((1, 1, 1, 1), c)))
+    xt = torch.full((1, 1, 1, 1), x)
+    h1, c1 = cell(cell.project_inputs(xt), (torch.full((1, 1, 1, 1), h), torch.full((1, 1, 1, 1), c)))
     assert h1.item() == pytest.approx(h_next, rel=1e-6)
     assert c1.item() == pytest.approx(c_next, rel=1e-6)
 
@@ -55,7 +55,7 @@ def test_convlstm_peephole_scalar_matches_equations():
     o = sigmoid(wx[2] * x + wh[2] * h + wco * c_next + b[2])
     h_next = o * math.tanh(c_next)
     h1, c1 = cell(
-        cell.project_inputs(torch.full((1, 1, 1, 1, 1), x))[:, 0],
+        cell.project_inputs(torch.full((1, 1, 1, 1), x)),
         (torch.full((1, 1, 1, 1), h), torch.full((1, 1, 1, 1), c)),
     )
     assert h1.item() == pytest.approx(h_next, rel=1e-6)
@@ -69,16 +69,16 @@ def test_convlstm_equals_convolution_over_concatenation():
     with torch.no_grad():
         for name in ("w_ci", "w_cf", "w_co"):
             getattr(cell, name).normal_()
-    x = torch.randn(2, 1, 2, 5, 6)
+    x = torch.randn(2, 2, 5, 6)
     h, c = torch.randn(2, 3, 5, 6), torch.randn(2, 3, 5, 6)
     weight = torch.cat([cell.input_conv.weight, cell.hidden_conv.weight], dim=1)
-    gates = F.conv2d(torch.cat([x[:, 0], h], dim=1), weight, cell.bias, padding=1)
+    gates = F.conv2d(torch.cat([x, h], dim=1), weight, cell.bias, padding=1)
     i, f, o, g = gates.chunk(4, dim=1)
     i = torch.sigmoid(i + cell.w_ci * c)
     f = torch.sigmoid(f + cell.w_cf * c)
     c_ref = f * c + i * torch.tanh(g)
     h_ref = torch.sigmoid(o + cell.w_co * c_ref) * torch.tanh(c_ref)
-    h1, c1 = cell(cell.project_inputs(x)[:, 0], (h, c))
+    h1, c1 = cell(cell.project_inputs(x), (h, c))
     torch.testing.assert_close(h1, h_ref)
     torch.testing.assert_close(c1, c_ref)
     assert cell.w_ci.shape == (3, 5, 6)  # per-pixel peephole weights
@@ -96,7 +96,7 @@ def test_coupled_cell_scalar():
     g = math.tanh(wx[2] * x + wh[2] * h + b[2])
     c_next = (1 - i) * c + i * g
     h1, c1 = cell(
-        cell.project_inputs(torch.full((1, 1, 1, 1, 1), x))[:, 0],
+        cell.project_inputs(torch.full((1, 1, 1, 1), x)),
         (torch.full((1, 1, 1, 1), h), torch.full((1, 1, 1, 1), c)),
     )
     assert c1.item() == pytest.approx(c_next, rel=1e-6)
@@ -114,7 +114,7 @@ def test_convgru_scalar():
     r = sigmoid(wx[1] * x + wh[1] * h + b[1])
     cand = math.tanh(wx[2] * x + u * (r * h) + b[2])
     expected = (1 - z) * h + z * cand
-    (h1,) = cell(cell.project_inputs(torch.full((1, 1, 1, 1, 1), x))[:, 0], (torch.full((1, 1, 1, 1), h),))
+    (h1,) = cell(cell.project_inputs(torch.full((1, 1, 1, 1), x)), (torch.full((1, 1, 1, 1), h),))
     assert h1.item() == pytest.approx(expected, rel=1e-6)
 
 
@@ -127,6 +127,22 @@ def test_cells_without_input_and_backward(name):
     out = cell(None, state)
     out[0].sum().backward()
     assert cell.bias.grad is not None
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_zero_state_shortcut_equals_explicit_zeros(name):
+    """``state=None`` skips the convolution over the zero state and gives the same step."""
+    torch.manual_seed(2)
+    cell = get_cell(name)(2, 3, kernel_size=3)
+    for p in cell.parameters():
+        torch.nn.init.normal_(p)
+    x_gates = cell.project_inputs(torch.randn(2, 2, 5, 6))
+    explicit = cell(x_gates, cell.init_state(x_gates, 5, 6))
+    shortcut = cell(x_gates, None)
+    for a, b in zip(explicit, shortcut, strict=True):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="input or a state"):
+        cell(None, None)
 
 
 def test_unknown_cell_lists_names():

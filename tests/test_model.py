@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from nowcast.checkpoint import load_checkpoint, save_checkpoint
 from nowcast.forecast import build_model
@@ -33,6 +34,40 @@ def test_step_channel_changes_forecast_and_is_required():
     assert not torch.allclose(a, b)
     with pytest.raises(ValueError, match="step_minutes"):
         model(x, 2)
+
+
+def _step_major(model: EncoderForecaster, frames: torch.Tensor, n_out: int, step: torch.Tensor) -> torch.Tensor:
+    """The textbook unroll: every layer at step t before any layer at t + 1, zero initial states."""
+    p = model.config.patch_size
+    b, t_in = frames.shape[:2]
+    x = F.pixel_unshuffle(frames.flatten(0, 1), p).unflatten(0, (b, t_in))
+    field = (step / 10.0).reshape(-1, 1, 1, 1).expand(b, 1, *x.shape[-2:])
+    states = [cell.init_state(x[:, 0], *x.shape[-2:]) for cell in model.encoder]
+    for t in range(t_in):
+        inp = torch.cat([x[:, t], field], dim=1)
+        for i, cell in enumerate(model.encoder):
+            states[i] = cell(cell.project_inputs(inp), states[i])
+            inp = states[i][0]
+    outputs = []
+    for _ in range(n_out):
+        inp, hs = field, []
+        for i, cell in enumerate(model.forecaster):
+            states[i] = cell(cell.project_inputs(inp), states[i])
+            inp = states[i][0]
+            hs.append(inp)
+        outputs.append(torch.sigmoid(F.pixel_shuffle(model.output_conv(torch.cat(hs, 1)), p)))
+    return torch.stack(outputs, 1)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_layer_major_unroll_equals_step_major(cell):
+    """Batching over time, the zero-state shortcut and the time-major layout change nothing."""
+    torch.manual_seed(3)
+    model = EncoderForecaster(ModelConfig(cell=cell, hidden=[5, 3], patch_size=2, step_channel=True))
+    frames, step = torch.rand(3, 4, 1, 6, 8), torch.tensor([5.0, 10.0, 15.0])
+    expected = _step_major(model, frames, 3, step)
+    torch.testing.assert_close(model(frames, 3, step), expected)
+    torch.testing.assert_close(model(frames[1:2], 3, step[1:2]), expected[1:2])  # samples stay apart
 
 
 def test_gradient_checkpointing_same_gradients():

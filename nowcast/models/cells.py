@@ -4,8 +4,10 @@ Every cell splits its gate pre-activations into an *input-to-state* part, comput
 :meth:`ConvRNNCell.project_inputs` for all time steps in one batched convolution, and a
 *state-to-state* part computed per step in :meth:`ConvRNNCell.forward`. The sum equals one
 convolution over the concatenation ``[x, h]`` used in the papers, because convolution is linear.
+A state of ``None`` stands for the all-zero initial state and skips the convolution over it.
 
-Shapes: inputs ``(B, T, C_in, H, W)``; hidden and cell states ``(B, C_hid, H, W)``.
+Shapes: inputs ``(N, C_in, H, W)`` (N = time steps × batch); hidden and cell states
+``(B, C_hid, H, W)``.
 """
 
 from __future__ import annotations
@@ -63,24 +65,38 @@ class ConvRNNCell(nn.Module):
         return self.n_gates * self.hidden_channels
 
     def project_inputs(self, x: Tensor) -> Tensor | None:
-        """Input-to-state pre-activations for all steps: ``(B, T, C_in, H, W) -> (B, T, G*C_hid, H, W)``."""
+        """Input-to-state pre-activations plus the gate bias, for many frames at once.
+
+        ``(N, C_in, H, W) -> (N, G*C_hid, H, W)``; None for a cell without input.
+        """
         if self.input_conv is None:
             return None
-        b, t = x.shape[:2]
-        y = self.input_conv(x.flatten(0, 1))  # (B*T, G*C_hid, H, W)
-        return y.unflatten(0, (b, t))
+        y = self.input_conv(x)
+        return y + self._bias_like(y)
+
+    def _bias_like(self, t: Tensor) -> Tensor:
+        """The gate bias as ``(1, G*C_hid, 1, 1)`` in ``t``'s dtype (under autocast it would promote to fp32)."""
+        return self.bias.to(t.dtype)[None, :, None, None]
 
     def init_state(self, reference: Tensor, height: int, width: int) -> State:
         """Zero state shaped from ``reference``'s batch size, device and dtype."""
         shape = (reference.shape[0], self.hidden_channels, height, width)
         return tuple(torch.zeros(shape, device=reference.device, dtype=reference.dtype) for _ in range(self.n_states))
 
-    def _gates(self, x_gates: Tensor | None, h: Tensor) -> Tensor:
-        gates = self.hidden_conv(h) + self.bias[:, None, None]
-        return gates if x_gates is None else gates + x_gates
+    def _gates(self, x_gates: Tensor | None, h: Tensor | None) -> Tensor:
+        """Gate pre-activations ``(B, G*C_hid, H, W)``; ``h=None`` is the zero state (no convolution)."""
+        if h is None:
+            if x_gates is None:
+                raise ValueError("a cell needs an input or a state")
+            return x_gates
+        gates = self.hidden_conv(h)
+        return gates + (x_gates if x_gates is not None else self._bias_like(gates))
 
-    def forward(self, x_gates: Tensor | None, state: State) -> State:  # pragma: no cover
-        """Advance one step; ``x_gates`` is one time slice of :meth:`project_inputs` (or None)."""
+    def forward(self, x_gates: Tensor | None, state: State | None) -> State:  # pragma: no cover
+        """Advance one step; ``x_gates`` is one time slice of :meth:`project_inputs` (None: no input).
+
+        ``state=None`` is the all-zero initial state.
+        """
         raise NotImplementedError
 
 
@@ -120,14 +136,17 @@ class ConvLSTMCell(ConvRNNCell):
             self.w_cf = nn.Parameter(torch.zeros(shape))
             self.w_co = nn.Parameter(torch.zeros(shape))
 
-    def forward(self, x_gates: Tensor | None, state: State) -> State:
+    def forward(self, x_gates: Tensor | None, state: State | None) -> State:
         """One step: returns ``(H_t, C_t)``, each ``(B, C_hid, H, W)``."""
-        h, c = state
+        h, c = state if state is not None else (None, None)
         i, f, o, g = self._gates(x_gates, h).chunk(4, dim=1)
-        if self.peephole:
-            i = i + self.w_ci * c
-            f = f + self.w_cf * c
-        c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        if c is None:  # zero state: the forget and peephole terms vanish
+            c_next = torch.sigmoid(i) * torch.tanh(g)
+        else:
+            if self.peephole:
+                i = i + self.w_ci * c
+                f = f + self.w_cf * c
+            c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         if self.peephole:
             o = o + self.w_co * c_next
         h_next = torch.sigmoid(o) * torch.tanh(c_next)
@@ -161,12 +180,12 @@ class ConvLSTMCoupledCell(ConvRNNCell):
 
     n_gates = 3
 
-    def forward(self, x_gates: Tensor | None, state: State) -> State:
+    def forward(self, x_gates: Tensor | None, state: State | None) -> State:
         """One step: returns ``(H_t, C_t)``."""
-        h, c = state
+        h, c = state if state is not None else (None, None)
         i, o, g = self._gates(x_gates, h).chunk(3, dim=1)
         i = torch.sigmoid(i)
-        c_next = (1 - i) * c + i * torch.tanh(g)
+        c_next = i * torch.tanh(g) if c is None else (1 - i) * c + i * torch.tanh(g)
         h_next = torch.sigmoid(o) * torch.tanh(c_next)
         return h_next, c_next
 
@@ -202,18 +221,19 @@ class ConvGRUCell(ConvRNNCell):
     def _hidden_gate_channels(self) -> int:
         return 2 * self.hidden_channels
 
-    def forward(self, x_gates: Tensor | None, state: State) -> State:
+    def forward(self, x_gates: Tensor | None, state: State | None) -> State:
         """One step: returns ``(H_t,)``."""
+        if state is None:  # zero state: r∘h and (1 - z)∘h vanish
+            if x_gates is None:
+                raise ValueError("a cell needs an input or a state")
+            z, _, h_cand = x_gates.chunk(3, dim=1)
+            return (torch.sigmoid(z) * torch.tanh(h_cand),)
         (h,) = state
         hid = self.hidden_channels
-        zr = self.hidden_conv(h) + self.bias[: 2 * hid, None, None]
-        cand = self.candidate_conv  # applied to r∘h below
-        if x_gates is not None:
-            zr = zr + x_gates[:, : 2 * hid]
-        z, r = torch.sigmoid(zr).chunk(2, dim=1)
-        h_cand = cand(r * h) + self.bias[2 * hid :, None, None]
-        if x_gates is not None:
-            h_cand = h_cand + x_gates[:, 2 * hid :]
+        zr = self.hidden_conv(h)
+        x_gates = x_gates if x_gates is not None else self._bias_like(zr)  # input terms + bias
+        z, r = torch.sigmoid(zr + x_gates[:, : 2 * hid]).chunk(2, dim=1)
+        h_cand = self.candidate_conv(r * h) + x_gates[:, 2 * hid :]
         h_next = (1 - z) * h + z * torch.tanh(h_cand)
         return (h_next,)
 

@@ -136,67 +136,64 @@ class EncoderForecaster(nn.Module):
         """
         b, t_in, c, h, w = frames.shape
         p = self.config.patch_size
+        # Time-major inside: (T*B, C, H, W) with the T frames of one step adjacent in memory, so
+        # per-step slices are views and the batched convolutions see one contiguous batch.
+        x = frames.transpose(0, 1).flatten(0, 1)  # (T_in*B, C, H, W)
         pad_h, pad_w = (-h) % p, (-w) % p
         if pad_h or pad_w:
-            frames = F.pad(frames.flatten(0, 1), (0, pad_w, 0, pad_h)).unflatten(0, (b, t_in))
-        x = F.pixel_unshuffle(frames.flatten(0, 1), p).unflatten(0, (b, t_in))  # (B, T, C*p*p, h', w')
-        hp, wp = x.shape[-2:]
-        step_field = self._step_field(step_minutes, x, hp, wp)
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = F.pixel_unshuffle(x, p)  # (T_in*B, C*p*p, h', w')
+        if self.output_conv.weight.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)
+        step_field = self._step_field(step_minutes, x[:b])  # (B, 1, h', w') or None
         if step_field is not None:
-            x = torch.cat([x, step_field.unsqueeze(1).expand(-1, t_in, -1, -1, -1)], dim=2)
+            x = torch.cat([x, step_field.repeat(t_in, 1, 1, 1)], dim=1)
 
         states: list[State] = []
         layer_input = x
         for cell in self.encoder:
-            outputs, state = self._unroll(cell, cell.project_inputs(layer_input), None, t_in, x, hp, wp)
-            states.append(state)
-            layer_input = outputs  # (B, T_in, C_hid, h', w')
+            layer_input, state = self._unroll(cell, cell.project_inputs(layer_input), None, t_in, b)
+            states.append(state)  # layer_input: (T_in*B, C_hid, h', w')
 
         hidden_all: list[Tensor] = []
-        layer_input = step_field.unsqueeze(1) if step_field is not None else None
+        layer_input = step_field
         for cell, state in zip(self.forecaster, states, strict=True):
             projected = cell.project_inputs(layer_input) if layer_input is not None else None
-            outputs, _ = self._unroll(cell, projected, state, n_out, x, hp, wp)
-            hidden_all.append(outputs)
-            layer_input = outputs  # (B, n_out, C_hid, h', w')
+            layer_input, _ = self._unroll(cell, projected, state, n_out, b)
+            hidden_all.append(layer_input)  # (n_out*B, C_hid, h', w')
 
-        stacked = torch.cat(hidden_all, dim=2).flatten(0, 1)  # (B*n_out, sum(hidden), h', w')
-        y = F.pixel_shuffle(self.output_conv(stacked), p)  # (B*n_out, C, H+pad, W+pad)
+        y = F.pixel_shuffle(self.output_conv(torch.cat(hidden_all, dim=1)), p)  # (n_out*B, C, H+pad, W+pad)
         y = self.activation(y[..., :h, :w])
-        return y.unflatten(0, (b, n_out))
+        return y.unflatten(0, (n_out, b)).transpose(0, 1)  # (B, n_out, C, H, W)
 
-    def _step_field(self, step_minutes: Tensor | None, x: Tensor, hp: int, wp: int) -> Tensor | None:
+    def _step_field(self, step_minutes: Tensor | None, like: Tensor) -> Tensor | None:
+        """The time step as a constant channel ``(B, 1, h', w')`` shaped like ``like`` ``(B, C, h', w')``."""
         if not self.config.step_channel:
             return None
         if step_minutes is None:
             raise ValueError("this model needs step_minutes (it was trained on several time steps)")
-        scaled = step_minutes.to(x.dtype).reshape(-1, 1, 1, 1) / STEP_SCALE_MINUTES
-        return scaled.expand(x.shape[0], 1, hp, wp)  # (B, 1, h', w')
+        scaled = step_minutes.to(like.dtype).reshape(-1, 1, 1, 1) / STEP_SCALE_MINUTES
+        return scaled.expand(-1, 1, *like.shape[-2:]).contiguous(memory_format=torch.channels_last)
 
     def _unroll(
-        self,
-        cell: ConvRNNCell,
-        projected: Tensor | None,
-        state: State | None,
-        steps: int,
-        reference: Tensor,
-        hp: int,
-        wp: int,
+        self, cell: ConvRNNCell, projected: Tensor | None, state: State | None, steps: int, batch: int
     ) -> tuple[Tensor, State]:
-        """Run ``cell`` for ``steps``; ``projected`` is ``(B, T, G*C, h', w')``, or T=1 for a constant input."""
-        if state is None:
-            state = cell.init_state(reference, hp, wp)
+        """Run ``cell`` for ``steps`` from ``state`` (None: zero state).
+
+        ``projected`` holds the input-to-state pre-activations, ``(steps*B, G*C_hid, h', w')``, or
+        ``(B, ...)`` for an input that is the same at every step. Returns the hidden states of all
+        steps ``(steps*B, C_hid, h', w')`` and the final state.
+        """
+        inputs = projected.split(batch) if projected is not None else None  # views, one per step
         outputs = []
         for t in range(steps):
-            x_t = None
-            if projected is not None:
-                x_t = projected[:, min(t, projected.shape[1] - 1)]
-            if self.gradient_checkpointing and torch.is_grad_enabled():
+            x_t = inputs[min(t, len(inputs) - 1)] if inputs is not None else None
+            if self.gradient_checkpointing and torch.is_grad_enabled() and state is not None:
                 state = checkpoint(cell, x_t, state, use_reentrant=False)
             else:
                 state = cell(x_t, state)
             outputs.append(state[0])
-        return torch.stack(outputs, dim=1), state
+        return torch.cat(outputs), state
 
 
 def count_parameters(model: nn.Module) -> int:
