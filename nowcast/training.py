@@ -203,7 +203,7 @@ class Trainer:
             self._resume(Path(str(self.tcfg.resume)))
         self.net: torch.nn.Module = self.model
         if self.tcfg.compile:
-            self.net = _try_compile(self.model)
+            self.net = try_compile(self.model)
         if self.dist.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
@@ -431,9 +431,18 @@ class Trainer:
         return {"scores": {k: s.compute() for k, s in scorers.items()}, "example": example}
 
 
-def _try_compile(model: torch.nn.Module) -> torch.nn.Module:
+def try_compile(model: torch.nn.Module, backend: Any = "inductor") -> torch.nn.Module:
+    """``torch.compile(model)`` that runs eagerly wherever compiling fails (``trainer.compile``).
+
+    Compiling happens on the first call, so a missing C++ compiler or an unsupported op shows up
+    only then; with dynamo's ``suppress_errors`` such a failure logs a warning and that code runs
+    eagerly instead of stopping the run.
+    """
     try:
-        return torch.compile(model)
+        import torch._dynamo
+
+        torch._dynamo.config.suppress_errors = True
+        return torch.compile(model, backend=backend)
     except Exception as err:  # noqa: BLE001 - compile is an optional speed-up
         log.warning("torch.compile unavailable (%s); running eagerly", err)
         return model

@@ -15,7 +15,7 @@ from conftest import TINY_TRAIN
 from nowcast.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from nowcast.data.moving_mnist import MovingMNIST, load_digits
 from nowcast.models import EncoderForecaster, ModelConfig
-from nowcast.training import TrainingError, masked_loss, train
+from nowcast.training import TrainingError, masked_loss, train, try_compile
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
@@ -211,3 +211,18 @@ def test_kill_9_leaves_last_checkpoint_intact(tmp_path):
     proc.wait()
     payload = load_checkpoint(run / "checkpoints/last.pt")
     assert payload["step"] >= 1
+
+
+def test_compile_falls_back_to_eager_when_compiling_fails(monkeypatch):
+    """``trainer.compile``: a backend that fails (no C++ compiler, say) leaves an eager model that works."""
+    monkeypatch.setattr(torch._dynamo.config, "suppress_errors", False)  # restored afterwards
+
+    def broken_backend(graph_module, example_inputs):
+        raise RuntimeError("no C++ compiler")
+
+    torch.manual_seed(0)
+    model = EncoderForecaster(ModelConfig(hidden=[4], patch_size=2))
+    x = torch.rand(2, 3, 1, 8, 8)
+    net = try_compile(model, backend=broken_backend)
+    torch.testing.assert_close(net(x, 2), model(x, 2))
+    torch._dynamo.reset()

@@ -6,7 +6,9 @@ forecaster layers gives each output frame. Frames are folded into ``patch_size``
 space-to-depth patches before the network and unfolded after.
 
 Unrolling is layer by layer: a layer runs over all time steps before the next layer starts, so
-each layer's input-to-state convolution runs once, batched over time.
+each layer's input-to-state convolution (and gate bias) runs once, batched over time. Inside,
+tensors are time-major ``(T*B, C, H, W)``, so one step is a view, not a copy; the encoder starts
+from the zero state without convolving it.
 """
 
 from __future__ import annotations
@@ -136,7 +138,7 @@ class EncoderForecaster(nn.Module):
         """
         b, t_in, c, h, w = frames.shape
         p = self.config.patch_size
-        # Time-major inside: (T*B, C, H, W) with the T frames of one step adjacent in memory, so
+        # Time-major inside: (T*B, C, H, W) with the B frames of one step adjacent in memory, so
         # per-step slices are views and the batched convolutions see one contiguous batch.
         x = frames.transpose(0, 1).flatten(0, 1)  # (T_in*B, C, H, W)
         pad_h, pad_w = (-h) % p, (-w) % p
