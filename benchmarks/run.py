@@ -298,17 +298,17 @@ def main(argv=None) -> int:
             "reference_forward_gflop_per_batch": ref_flops / 1e9,
             "ours_forward_gflop_per_batch": flops / 1e9,
         }
-        if args.compile:
-            results["cases"][case.name].update(time_compiled(case, device, steps))
+        row = results["cases"][case.name]
         print(
             f"{case.name}: ours {sps:.2f} samples/s (fp32 {o32_sps:.2f}), reference {ref_sps:.2f} "
-            f"-> x{sps / ref_sps:.2f}; {achieved:.0f} GFLOP/s = {achieved / peak16:.0%} of bf16 conv peak "
-            f"({peak16:.0f}; fp32 {peak32:.0f}); reference at {ref_achieved / peak32:.0%} of fp32 peak, "
-            f"ceiling x{peak16 / ref_achieved * ref_flops / flops:.2f}",
+            f"-> x{row['speedup_vs_reference']:.2f}; {achieved:.0f} GFLOP/s = {row['fraction_of_bf16_peak']:.0%} "
+            f"of bf16 conv peak ({peak16:.0f}; fp32 {peak32:.0f}); reference at "
+            f"{row['reference_fraction_of_fp32_peak']:.0%} of fp32 peak, ceiling x{row['speedup_ceiling']:.2f}",
             flush=True,
         )
         if args.compile:
-            compiled = results["cases"][case.name]
+            compiled = time_compiled(case, device, steps)
+            row.update(compiled)
             print(
                 f"  compiled: {compiled['ours_bf16_compiled_samples_per_s']:.2f} samples/s "
                 f"(x{compiled['ours_bf16_compiled_samples_per_s'] / ref_sps:.2f}) after "

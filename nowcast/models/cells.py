@@ -224,9 +224,7 @@ class ConvGRUCell(ConvRNNCell):
     def forward(self, x_gates: Tensor | None, state: State | None) -> State:
         """One step: returns ``(H_t,)``."""
         if state is None:  # zero state: r∘h and (1 - z)∘h vanish
-            if x_gates is None:
-                raise ValueError("a cell needs an input or a state")
-            z, _, h_cand = x_gates.chunk(3, dim=1)
+            z, _, h_cand = self._gates(x_gates, None).chunk(3, dim=1)
             return (torch.sigmoid(z) * torch.tanh(h_cand),)
         (h,) = state
         hid = self.hidden_channels

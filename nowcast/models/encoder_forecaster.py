@@ -190,7 +190,7 @@ class EncoderForecaster(nn.Module):
         outputs = []
         for t in range(steps):
             x_t = inputs[min(t, len(inputs) - 1)] if inputs is not None else None
-            if self.gradient_checkpointing and torch.is_grad_enabled() and state is not None:
+            if self.gradient_checkpointing and torch.is_grad_enabled():
                 state = checkpoint(cell, x_t, state, use_reentrant=False)
             else:
                 state = cell(x_t, state)
