@@ -72,7 +72,8 @@ class TrainerConfig:
     val_every: int = 210
     early_stop_patience: int = 0  # validations without improvement; 0 disables
     device: str = "auto"  # auto | cpu | cuda
-    precision: str = "32"  # 32 | bf16
+    precision: str = "auto"  # auto (bf16 where native, else fp32) | 32 | bf16
+    max_minutes: float = 0.0  # wall-clock budget of the training loop; 0 disables
     seed: int = 0
     resume: Optional[str] = None
     num_workers: int = 0

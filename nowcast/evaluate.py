@@ -26,8 +26,7 @@ from nowcast.evaluation import (
     metrics_rows,
 )
 from nowcast.forecast import Forecaster
-from nowcast.io.radar import ZR, open_radar
-from nowcast.predict import add_input_arguments, guarded
+from nowcast.predict import add_input_arguments, guarded, open_input
 
 OUTPUT_NAMES = ("metrics.json", "metrics.csv", "performance_diagram.png", "comparison.gif")
 
@@ -85,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     forecaster = (
         Forecaster.from_checkpoint(args.checkpoint, args.device, args.precision) if "model" in args.methods else None
     )
-    ds = open_radar(args.input, args.variable, ZR(args.zr_a, args.zr_b))
+    ds = open_input(args, skip_bad=True)
     result = evaluate(
         ds,
         forecaster,

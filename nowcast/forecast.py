@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from importlib import resources
@@ -18,6 +17,7 @@ import torch
 
 from nowcast.checkpoint import CheckpointError, file_sha256, load_checkpoint
 from nowcast.models import EncoderForecaster, ModelConfig
+from nowcast.precision import autocast, resolve_precision
 from nowcast.transforms import Transform
 
 log = logging.getLogger(__name__)
@@ -41,16 +41,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("trainer.device=cuda but no CUDA device is available")
     return torch.device(name)
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast for ``precision='bf16'``, a no-op for ``'32'``."""
-    precision = str(precision)
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision == "32":
-        return contextlib.nullcontext()
-    raise ValueError(f"unknown precision {precision!r}; choose 32 or bf16")
 
 
 def run_model(
@@ -117,11 +107,12 @@ class Forecaster:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path | None = None, device: str = "cpu", precision: str | None = None
+        cls, path: str | Path | None = None, device: str = "cpu", precision: str | None = "auto"
     ) -> Forecaster:
         """Load a checkpoint (default: the shipped pretrained radar model).
 
-        ``precision`` defaults to bf16 on CPUs and GPUs that support it, else 32.
+        ``precision`` ``auto`` (or None) picks bf16 where the hardware runs it natively, else fp32
+        (see :mod:`nowcast.precision`).
         """
         path = Path(path) if path is not None else pretrained_checkpoint()
         payload = load_checkpoint(path)
@@ -133,8 +124,9 @@ class Forecaster:
             transform = Transform.from_dict(payload["transform"])
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"{path}: bad transform ({err})") from None
-        if precision is None:
-            precision = "bf16" if _bf16_supported(dev) else "32"
+        choice = resolve_precision(precision or "auto", dev)
+        log.debug("precision: %s", choice.reason)
+        precision = choice.name
         return cls(
             model=model,
             transform=transform,
@@ -190,12 +182,3 @@ class Forecaster:
             out[out < RAIN_FLOOR_MM_H] = 0.0
         out[np.broadcast_to(no_data[:, None], out.shape)] = np.nan
         return out[0] if single else out
-
-
-def _bf16_supported(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False

@@ -21,7 +21,9 @@ from nowcast import __version__
 from nowcast.checkpoint import CheckpointError
 from nowcast.errors import UserError
 from nowcast.forecast import Forecaster
+from nowcast.io.formats import READERS
 from nowcast.io.radar import ZR, open_radar, split_sequences
+from nowcast.precision import PRECISIONS
 
 log = logging.getLogger("nowcast.predict")
 
@@ -36,7 +38,21 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         required=True,
         metavar="PATH",
-        help="radar files, directories or glob patterns (netCDF, KNMI/ODIM HDF5)",
+        help="radar files, directories or glob patterns (CF netCDF, KNMI/ODIM/OPERA HDF5, MeteoSwiss GIF, "
+        "FMI PGM, MRMS GRIB2, BoM Rainfields3)",
+    )
+    parser.add_argument(
+        "--format",
+        default=None,
+        metavar="NAME",
+        help=f"force the file format ({', '.join(READERS)}); default: found from each file",
+    )
+    parser.add_argument(
+        "--region",
+        type=parse_region,
+        default=None,
+        metavar="XMIN,XMAX,YMIN,YMAX",
+        help="read only this box, in the data's coordinates (metres, or degrees on lon/lat grids such as MRMS)",
     )
     parser.add_argument(
         "--checkpoint",
@@ -53,13 +69,33 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where the model runs")
     parser.add_argument(
         "--precision",
-        default=None,
-        choices=["32", "bf16"],
-        help="inference precision (default: bf16 where supported)",
+        default="auto",
+        choices=list(PRECISIONS),
+        help="inference precision (default auto: bf16 where the hardware runs it natively, else fp32)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--quiet", "-q", action="store_true", help="only print errors")
     parser.add_argument("--version", action="version", version=f"nowcast {__version__}")
+
+
+def parse_region(text: str) -> tuple[float, float, float, float]:
+    """``XMIN,XMAX,YMIN,YMAX`` → a tuple of four finite floats with min < max."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not four numbers XMIN,XMAX,YMIN,YMAX") from None
+    if len(values) != 4 or not all(np.isfinite(values)) or values[0] >= values[1] or values[2] >= values[3]:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a box XMIN,XMAX,YMIN,YMAX with min < max")
+    return values  # type: ignore[return-value]
+
+
+def open_input(args: argparse.Namespace, skip_bad: bool = False):
+    """Open the radar input named by the shared flags (see :func:`add_input_arguments`)."""
+    if args.format is not None and args.format not in READERS:
+        raise UserError(f"unknown format {args.format!r}; known formats: {', '.join(READERS)}")
+    return open_radar(
+        args.input, args.variable, ZR(args.zr_a, args.zr_b), fmt=args.format, region=args.region, skip_bad=skip_bad
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     say = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     check_outputs([args.output, args.gif], args.overwrite, [".nc", ".gif"])
     forecaster = Forecaster.from_checkpoint(args.checkpoint, args.device, args.precision)
-    ds = open_radar(args.input, args.variable, ZR(args.zr_a, args.zr_b))
+    ds = open_input(args)
     window, step = last_regular_frames(ds, forecaster.t_in)
     if not np.isfinite(window["rainfall_rate"].values[-1]).any():
         raise UserError(f"{ds.attrs['source_files'][-1]}: the latest frame has no valid data (all NaN)")

@@ -31,7 +31,7 @@ def main(cfg: DictConfig) -> float | None:
     """Train with the composed config; returns the best validation loss (for sweepers)."""
     try:
         metrics = train(cfg, HydraConfig.get().runtime.output_dir)
-    except (UserError, CheckpointError, TrainingError) as err:
+    except (UserError, CheckpointError, TrainingError, ValueError) as err:
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2 if not isinstance(err, TrainingError) else 1)

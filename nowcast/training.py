@@ -34,6 +34,7 @@ from nowcast.data import DataBundle, build_data
 from nowcast.forecast import build_model, resolve_device, run_model
 from nowcast.metrics import HKO7_EDGES_MM_H, HKO7_WEIGHTS, Scorer
 from nowcast.models import EncoderForecaster, ModelConfig, count_parameters
+from nowcast.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,7 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
             torch.backends.cudnn.benchmark = not self.tcfg.deterministic
+        self.precision = resolve_precision(self.tcfg.precision, self.device)
         _seed_everything(self.tcfg.seed)
         if self.tcfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -191,7 +193,7 @@ class Trainer:
         self.model_config = _model_config(cfg, self.bundle)
         self.model = EncoderForecaster(self.model_config).to(self.device)
         self.model.gradient_checkpointing = bool(self.tcfg.checkpoint_steps)
-        if self.device.type == "cpu" or self.tcfg.precision == "bf16":
+        if self.device.type == "cpu" or self.precision.name == "bf16":
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = self._make_optimizer()
         self.state = RunState()
@@ -286,7 +288,7 @@ class Trainer:
         if self.device.type == "cpu":
             x = x.contiguous()
         self.optimizer.zero_grad(set_to_none=True)
-        pred = run_model(self.net, x, self.bundle.t_out, step, self.tcfg.precision)
+        pred = run_model(self.net, x, self.bundle.t_out, step, self.precision.name)
         loss = masked_loss(self.tcfg.loss, pred, y, valid, loss_weights(self.tcfg.loss, y, self.bundle))
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
@@ -307,7 +309,7 @@ class Trainer:
         total, count = 0.0, 0
         for batch in self._loader(self.bundle.val):
             x, y, valid, step = split_batch(batch, self.bundle.t_in, self.device)
-            pred = run_model(self.model, x, self.bundle.t_out, step, self.tcfg.precision)
+            pred = run_model(self.model, x, self.bundle.t_out, step, self.precision.name)
             weights = loss_weights(self.tcfg.loss, y, self.bundle)
             total += float(masked_loss(self.tcfg.loss, pred, y, valid, weights)) * x.shape[0]
             count += x.shape[0]
@@ -340,6 +342,7 @@ class Trainer:
             disable=not (self.dist.is_main and sys.stderr.isatty()),
         )
         reason = "max_steps"
+        deadline = time.monotonic() + 60.0 * self.tcfg.max_minutes if self.tcfg.max_minutes else math.inf
         window_loss, window_steps, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
         try:
             for batch in loader:
@@ -359,10 +362,15 @@ class Trainer:
                     bar.set_postfix(loss=f"{record['train_loss']:.4f}", sps=f"{record['samples_per_s']:.1f}")
                     self._log(record)
                     window_loss, window_steps, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
-                if self.state.step % self.tcfg.val_every == 0 or self.state.step == self.total_steps:
+                out_of_time = time.monotonic() >= deadline
+                if self.state.step % self.tcfg.val_every == 0 or self.state.step == self.total_steps or out_of_time:
                     if self._validate_and_checkpoint():
                         reason = "early_stop"
                         break
+                if out_of_time:
+                    reason = "max_minutes"
+                    log.info("trainer.max_minutes=%g reached at step %d", self.tcfg.max_minutes, self.state.step)
+                    break
                 if self.stop_signal is not None:
                     self.save("last")
                     reason = f"signal {signal.Signals(self.stop_signal).name}"
@@ -419,7 +427,7 @@ class Trainer:
         example = None
         for batch in self._loader(self.bundle.test):
             x, y, valid, step = split_batch(batch, self.bundle.t_in, self.device)
-            pred = run_model(self.model, x, self.bundle.t_out, step, self.tcfg.precision)
+            pred = run_model(self.model, x, self.bundle.t_out, step, self.precision.name)
             persistence = x[:, -1:].expand_as(y)
             obs = decode(y).cpu().numpy()[:, :, 0]
             mask = valid.cpu().numpy()[:, :, 0].astype(bool) if valid is not None else None
@@ -456,12 +464,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, run_dir)
     log.info(
-        "model %s: %d parameters, %d steps, device %s, precision %s",
+        "model %s: %d parameters, %d steps, device %s, precision %s (%s)",
         trainer.model_config.cell,
         count_parameters(trainer.model),
         trainer.total_steps,
         trainer.device,
-        trainer.tcfg.precision,
+        trainer.precision.name,
+        trainer.precision.reason,
     )
     try:
         reason = trainer.fit()

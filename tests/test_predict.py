@@ -86,7 +86,7 @@ def _all_nan(d):
     ("make", "message"),
     [
         (lambda d: [str(d / "nope")], "no such file"),
-        (lambda d: [str((d / "x.nc").write_bytes(b"garbage") and d / "x.nc")], "not a netCDF"),
+        (lambda d: [str((d / "x.nc").write_bytes(b"garbage") and d / "x.nc")], "not a radar file"),
         (_too_few, "the model needs 3"),
         (_irregular, "irregular time steps"),
         (_all_nan, "missing"),

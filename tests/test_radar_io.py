@@ -1,10 +1,12 @@
 """The radar loader against files written with known content, and every bad input."""
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from conftest import BOM, KNMI, blob_field, write_frame, write_sequence
+from conftest import BOM, KNMI, SHARED, blob_field, write_frame, write_sequence
 
 from nowcast.errors import UserError
 from nowcast.io.radar import ZR, expand_paths, open_radar, split_sequences
@@ -99,13 +101,13 @@ def test_paths_with_spaces_and_unicode_and_globs(tmp_path):
     ("make", "message"),
     [
         (lambda d: d / "missing.nc", "no such file"),
-        (lambda d: (d / "t.txt").write_text("hello") and d / "t.txt", "not a netCDF or HDF5"),
+        (lambda d: (d / "t.txt").write_text("hello") and d / "t.txt", "not a radar file of a known format"),
         (lambda d: _truncated(d), "cannot read|truncated"),
         (lambda d: write_frame(d / "u.nc", np.ones((3, 3)), T0, units="inches"), "unknown units"),
         (lambda d: write_frame(d / "n.nc", np.full((3, 3), np.nan), T0), "missing"),
-        (lambda d: write_frame(d / "neg.nc", -np.ones((3, 3)), T0), "negative"),
-        (lambda d: write_frame(d / "big.nc", np.full((3, 3), 500.0), T0), "absurd"),
-        (lambda d: _duplicates(d), "duplicate time"),
+        (lambda d: write_frame(d / "neg.nc", -np.ones((3, 3)), T0), "mostly negative"),
+        (lambda d: write_frame(d / "big.nc", np.full((3, 3), 900.0), T0), "mostly absurd"),
+        (lambda d: _duplicates(d), "duplicate time .* different values"),
         (lambda d: _grids(d), "grid"),
         (lambda d: _empty_dir(d), "no radar files"),
         (lambda d: str(d / "*.nope"), "matches no file"),
@@ -127,7 +129,7 @@ def _truncated(d):
 
 def _duplicates(d):
     write_frame(d / "a.nc", np.ones((3, 3)), T0)
-    write_frame(d / "b.nc", np.ones((3, 3)), T0)
+    write_frame(d / "b.nc", 2 * np.ones((3, 3)), T0)
     return d
 
 
@@ -206,3 +208,112 @@ def test_odim_hdf5_through_pysteps(tmp_path):
     assert split_sequences(ds)[0][1] == 5.0
     assert ds["x"].values[1] - ds["x"].values[0] == pytest.approx(1000.0)
     assert "crs" in ds and "proj4_params" in ds["crs"].attrs
+
+
+# ---------------------------------------------------------------- real archives' dirt
+def _warnings(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_stray_negative_pixel_is_set_to_zero_with_one_warning(tmp_path, caplog):
+    field = np.ones((4, 4))
+    field[1, 2] = -0.1
+    write_frame(tmp_path / "a.nc", field, T0)
+    with caplog.at_level(logging.WARNING):
+        ds = open_radar(tmp_path / "a.nc")
+    assert ds["rainfall_rate"].values[0, 1, 2] == 0.0
+    (message,) = _warnings(caplog)
+    assert "a.nc" in message and "1 negative pixel" in message
+
+
+def test_isolated_extreme_pixel_becomes_no_data(tmp_path, caplog):
+    field = np.ones((4, 4))
+    field[0, 0] = 1205.0
+    write_frame(tmp_path / "a.nc", field, T0, kind="rate", units="mm h-1")
+    with caplog.at_level(logging.WARNING):
+        ds = open_radar(tmp_path / "a.nc")
+    assert np.isnan(ds["rainfall_rate"].values[0, 0, 0])
+    assert np.nansum(ds["rainfall_rate"].values) == 15.0
+    assert any("clutter or hail" in m for m in _warnings(caplog))
+
+
+def test_infinite_pixel_becomes_no_data(tmp_path, caplog):
+    field = np.ones((4, 4))
+    field[3, 3] = np.inf
+    write_frame(tmp_path / "a.nc", field, T0)
+    with caplog.at_level(logging.WARNING):
+        ds = open_radar(tmp_path / "a.nc")
+    assert np.isnan(ds["rainfall_rate"].values[0, 3, 3])
+    assert any("non-finite" in m for m in _warnings(caplog))
+
+
+def test_identical_duplicate_frames_keep_one(tmp_path, caplog):
+    write_frame(tmp_path / "a.nc", np.ones((3, 3)), T0)
+    write_frame(tmp_path / "b.nc", np.ones((3, 3)), T0)
+    with caplog.at_level(logging.WARNING):
+        ds = open_radar(tmp_path)
+    assert ds.sizes["time"] == 1
+    assert any("kept one" in m for m in _warnings(caplog))
+
+
+def test_truncated_file_among_good_ones_is_skipped_when_asked(tmp_path, caplog):
+    write_sequence(tmp_path, n=4)
+    good = sorted(tmp_path.glob("*.nc"))[0].read_bytes()
+    (tmp_path / "zz_cut.nc").write_bytes(good[: len(good) // 2])
+    with pytest.raises(UserError, match="zz_cut.nc"):
+        open_radar(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        ds = open_radar(tmp_path, skip_bad=True)
+    assert ds.sizes["time"] == 4
+    assert any("skipped" in m and "zz_cut.nc" in m for m in _warnings(caplog))
+
+
+def test_region_keeps_only_the_box(tmp_path):
+    write_sequence(tmp_path, n=2, size=16)
+    full = open_radar(tmp_path)
+    x, y = full["x"].values, full["y"].values
+    box = (x[2], x[5], min(y[3], y[9]), max(y[3], y[9]))
+    ds = open_radar(tmp_path, region=box)
+    assert ds.sizes["x"] == 4 and ds.sizes["y"] == 7
+    np.testing.assert_array_equal(ds["rainfall_rate"].values, full["rainfall_rate"].sel(x=ds.x, y=ds.y).values)
+
+
+def test_unknown_format_lists_the_known_ones(tmp_path):
+    write_sequence(tmp_path, n=2)
+    with pytest.raises(UserError, match="known formats: cf_netcdf, knmi_hdf5"):
+        open_radar(tmp_path, fmt="nexrad")
+
+
+def test_odim_file_is_sniffed_and_forced_format_agrees(tmp_path):
+    pytest.importorskip("pyproj")
+    from nowcast.io.formats import sniff_format
+
+    write_odim(tmp_path / "a.h5", blob_field(0, size=24), "20240101001000")
+    assert sniff_format(tmp_path / "a.h5") == "odim_hdf5"
+    forced = open_radar(tmp_path / "a.h5", fmt="odim_hdf5")
+    np.testing.assert_array_equal(forced["rainfall_rate"].values, open_radar(tmp_path / "a.h5")["rainfall_rate"].values)
+
+
+SHARED_SOURCES = [
+    ("mch-2015-05-15", "mch_gif", (640, 710), 5.0, None),
+    ("fmi-2017-05-09", "fmi_pgm", (1226, 760), 5.0, None),
+    ("rmi-2021-07-04", "odim_hdf5", (700, 700), 5.0, None),
+    ("opera-2018-08-24", "opera_hdf5", (2200, 1900), 15.0, None),
+    ("mrms-2019-06-10", "mrms_grib", (100, 200), 2.0, (-95.0, -93.0, 40.0, 41.0)),
+]
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize(("folder", "fmt", "shape", "step", "region"), SHARED_SOURCES)
+def test_every_shared_source_reads(folder, fmt, shape, step, region):
+    from nowcast.io.formats import sniff_format
+
+    if fmt == "mrms_grib":
+        pytest.importorskip("pygrib")
+    files = sorted((SHARED / folder).iterdir())[:3]
+    assert sniff_format(files[0]) == fmt
+    ds = open_radar(files, region=region)
+    assert (ds.sizes["y"], ds.sizes["x"]) == shape
+    assert split_sequences(ds)[0][1] == step
+    rate = ds["rainfall_rate"].values
+    assert np.nanmin(rate) >= 0 and np.nanmax(rate) <= 500

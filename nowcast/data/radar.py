@@ -138,7 +138,7 @@ def load_sources(cfg: Any) -> list[tuple[np.ndarray, float]]:
     zr = ZR(cfg.zr_a, cfg.zr_b)
     out = []
     for source in cfg.paths:
-        ds = open_radar(source, cfg.variable, zr)
+        ds = open_radar(source, cfg.variable, zr, skip_bad=True)
         for seq, step in split_sequences(ds):
             out.append((seq["rainfall_rate"].values.astype(np.float32), step))
     return out
