@@ -59,6 +59,35 @@ class RadarDataConfig:
 
 
 @dataclass
+class LagrangianRadarDataConfig:
+    """Radar windows in the frame that moves with the rain (see :mod:`nowcast.data.lagrangian`)."""
+
+    name: str = "lagrangian_radar"
+    paths: list[str] = field(default_factory=list)  # training radars
+    val_paths: list[str] = field(default_factory=list)  # validation/test radars, never trained on
+    t_in: int = 5
+    t_out: int = 12
+    strides: list[int] = field(default_factory=lambda: [1, 2])
+    grid_km: float = 1.0
+    crop: int = 96
+    crops_per_window: int = 3
+    window_every: int = 2
+    max_size_km: float = 512.0
+    wet_threshold: float = 0.5  # mm/h
+    min_wet_fraction: float = 0.02
+    samples_per_epoch: int = 100000
+    val_size: int = 128
+    test_size: int = 128
+    augment: bool = True
+    seed: int = 1234
+    zr_a: float = 200.0
+    zr_b: float = 1.6
+    transform_scale_mm_h: float = 100.0
+    thresholds: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 5.0, 10.0])
+    cache_dir: str = "data/cache"
+
+
+@dataclass
 class TrainerConfig:
     """Optimisation, logging and hardware settings."""
 
@@ -67,7 +96,9 @@ class TrainerConfig:
     batch_size: int = 16
     lr: float = 3e-3
     optimizer: str = "adam"  # adam | rmsprop
-    loss: str = "bce"  # mse | bmse (HKO-7 weighted, radar) | bce | l1
+    loss: str = "bce"  # mse | bmse (HKO-7 weighted, radar) | bce | l1 | logcsi (radar)
+    csi_thresholds: list[float] = field(default_factory=lambda: [1.0, 5.0])  # mm/h, for logcsi
+    csi_weights: list[float] = field(default_factory=lambda: [0.05, 0.05])  # weight of 1 - soft CSI each
     grad_clip: float = 1.0  # max gradient norm; 0 disables
     val_every: int = 210
     early_stop_patience: int = 0  # validations without improvement; 0 disables
@@ -99,3 +130,4 @@ def register_configs() -> None:
     cs.store(name="base_config", node=Config)
     cs.store(group="data", name="moving_mnist_schema", node=MovingMNISTDataConfig)
     cs.store(group="data", name="radar_schema", node=RadarDataConfig)
+    cs.store(group="data", name="lagrangian_radar_schema", node=LagrangianRadarDataConfig)

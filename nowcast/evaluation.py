@@ -18,6 +18,7 @@ from nowcast.errors import UserError
 from nowcast.forecast import Forecaster
 from nowcast.io.radar import split_sequences
 from nowcast.metrics import Scorer
+from nowcast.regrid import grid_spacing_km
 
 METHODS = ("model", *BASELINES)
 DEFAULT_THRESHOLDS = (0.5, 1.0, 2.0, 5.0, 10.0)
@@ -98,6 +99,7 @@ def evaluate(
         raise UserError("method 'model' needs a checkpoint")
     t_in = forecaster.t_in if forecaster is not None else 3
     spec, sequences = window_spec(ds, minutes_out, minutes_in, t_in)
+    spacing = grid_spacing_km(ds)
     starts = window_starts(sequences, spec, every)
     total = len(starts)
     if total == 0:
@@ -109,10 +111,10 @@ def evaluate(
     best_rain, example, example_times = -1.0, {}, []
     bar = tqdm(total=total, desc="evaluate", unit="window", disable=not progress)
     for inputs, observed, times in iter_windows(sequences, spec, starts):
-        forecasts = forecast_window(inputs, spec, forecaster, methods)
-        valid = np.isfinite(observed)
+        forecasts = forecast_window(inputs, spec, forecaster, methods, spacing)
+        valid = common_mask(observed, forecasts.values())
         for name, fc in forecasts.items():
-            scorers[name].update(fc[None], observed[None], valid[None])
+            scorers[name].update(np.where(valid, fc, 0.0)[None], np.where(valid, observed, 0.0)[None], valid[None])
         rain = float(np.nansum(observed))
         if rain > best_rain:
             best_rain, example, example_times = rain, {"observed": observed, **forecasts}, times
@@ -121,13 +123,25 @@ def evaluate(
     return EvaluationResult(spec, total, {m: s.compute() for m, s in scorers.items()}, example, example_times)
 
 
+def common_mask(observed: np.ndarray, forecasts) -> np.ndarray:
+    """Pixels ``(n_out, H, W)`` valid in the observation and in every forecast: every method is scored on them."""
+    valid = np.isfinite(observed)
+    for forecast in forecasts:
+        valid &= np.isfinite(forecast)
+    return valid
+
+
 def forecast_window(
-    inputs: np.ndarray, spec: WindowSpec, forecaster: Forecaster | None, methods: Sequence[str]
+    inputs: np.ndarray,
+    spec: WindowSpec,
+    forecaster: Forecaster | None,
+    methods: Sequence[str],
+    spacing_km: tuple[float, float] = (1.0, 1.0),
 ) -> dict[str, np.ndarray]:
     """Forecasts ``(n_out, H, W)`` mm/h of each method for one window of inputs."""
     velocity = motion_field(inputs) if MOTION_BASELINES & set(methods) else None
     return {
-        name: forecaster.forecast(inputs, spec.n_out, spec.step_minutes)
+        name: forecaster.forecast(inputs, spec.n_out, spec.step_minutes, spacing_km)
         if name == "model"
         else get_baseline(name)(inputs, spec.n_out, velocity)
         for name in methods

@@ -22,7 +22,7 @@ from nowcast.transforms import Transform
 
 log = logging.getLogger(__name__)
 
-PRETRAINED_NAME = "radar_convlstm.pt"
+PRETRAINED_NAME = "radar_eulerian.pt"
 
 #: Forecast rain rates below this (mm/h) are set to 0: the network's output never reaches exactly
 #: zero, and radars report no rain below about this rate.
@@ -104,6 +104,8 @@ class Forecaster:
     sha256: str = ""
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     precision: str = "32"
+    frame: str = "eulerian"
+    grid_km: float = 1.0
 
     @classmethod
     def from_checkpoint(
@@ -137,6 +139,8 @@ class Forecaster:
             sha256=file_sha256(path),
             device=dev,
             precision=precision,
+            frame=str(data.get("frame", "eulerian")),
+            grid_km=float(data.get("grid_km", 1.0)),
         )
 
     @property
@@ -144,8 +148,19 @@ class Forecaster:
         """Whether the model takes the time step as an input."""
         return self.model.config.step_channel
 
+    @property
+    def lagrangian(self) -> bool:
+        """Whether the model forecasts in the frame that moves with the rain."""
+        return self.frame == "lagrangian"
+
     @torch.no_grad()
-    def forecast(self, rates: np.ndarray, n_out: int, step_minutes: float | None = None) -> np.ndarray:
+    def forecast(
+        self,
+        rates: np.ndarray,
+        n_out: int,
+        step_minutes: float | None = None,
+        spacing_km: tuple[float, float] = (1.0, 1.0),
+    ) -> np.ndarray:
         """Forecast rain rates.
 
         Parameters
@@ -157,6 +172,9 @@ class Forecaster:
             Frames to forecast.
         step_minutes
             Time step of the input in minutes.
+        spacing_km
+            Grid spacing ``(dy, dx)`` of the input in km (Lagrangian models resample to
+            ``grid_km``; see :func:`nowcast.regrid.grid_spacing_km`).
 
         Returns
         -------
@@ -168,17 +186,46 @@ class Forecaster:
         single = rates.ndim == 3
         batch = rates[None] if single else rates
         batch = batch[:, -self.t_in :]
+        if self.lagrangian:
+            out = np.stack([self._forecast_lagrangian(r, n_out, step_minutes, spacing_km) for r in batch])
+            return out[0] if single else out
         no_data = ~np.isfinite(batch[:, -1])  # (B, H, W)
         x = self.transform.encode(np.nan_to_num(batch, nan=0.0).astype(np.float32))
         frames = torch.from_numpy(x).unsqueeze(2).to(self.device)  # (B, T, 1, H, W)
+        out = self._run(frames, n_out, step_minutes)  # (B, n_out, H, W) mm/h
+        if self.transform.kind != "identity":
+            out[out < RAIN_FLOOR_MM_H] = 0.0
+        out[np.broadcast_to(no_data[:, None], out.shape)] = np.nan
+        return out[0] if single else out
+
+    def _run(self, frames: torch.Tensor, n_out: int, step_minutes: float | None) -> np.ndarray:
+        """Model-space ``(B, T, 1, H, W)`` in, decoded rain rate ``(B, n_out, H, W)`` mm/h out."""
         step = None
         if self.needs_step:
             if step_minutes is None:
                 raise ValueError("this model needs the input's time step in minutes")
             step = torch.full((frames.shape[0],), float(step_minutes), device=self.device)
         y = run_model(self.model, frames, n_out, step, self.precision)[:, :, 0]
-        out = self.transform.decode(y.cpu().numpy()).astype(np.float32)  # (B, n_out, H, W)
-        if self.transform.kind != "identity":
-            out[out < RAIN_FLOOR_MM_H] = 0.0
-        out[np.broadcast_to(no_data[:, None], out.shape)] = np.nan
-        return out[0] if single else out
+        return self.transform.decode(y.cpu().numpy()).astype(np.float32)
+
+    def _forecast_lagrangian(
+        self, rates: np.ndarray, n_out: int, step_minutes: float | None, spacing_km: tuple[float, float]
+    ) -> np.ndarray:
+        """One window ``(T, H, W)`` mm/h → ``(n_out, H, W)``: resample, advect, correct, advect back."""
+        from nowcast import lagrangian, regrid
+        from nowcast.baselines import motion_field
+
+        no_data = ~np.isfinite(rates[-1])  # (H, W) on the input grid
+        grid = regrid.shape_at(rates.shape[-2:], spacing_km, self.grid_km)
+        fields = regrid.resample(rates, grid)  # (T, h, w) on the model's grid
+        velocity = motion_field(fields)
+        forward = lagrangian.displacements(velocity, max(n_out, len(fields) - 1))
+        inputs = lagrangian.inputs_to_lagrangian(fields, forward)
+        x = self.transform.encode(np.nan_to_num(inputs, nan=0.0).astype(np.float32))
+        frames = torch.from_numpy(x)[None, :, None].to(self.device)  # (1, T, 1, h, w)
+        analysis = self._run(frames, n_out, step_minutes)[0]  # (n_out, h, w) in the analysis frame
+        out = np.nan_to_num(lagrangian.from_lagrangian(analysis, forward[:n_out]), nan=0.0)
+        out = regrid.resample(out, rates.shape[-2:])
+        out[out < RAIN_FLOOR_MM_H] = 0.0
+        out[:, no_data] = np.nan
+        return out.astype(np.float32)

@@ -24,6 +24,7 @@ from nowcast.forecast import Forecaster
 from nowcast.io.formats import READERS
 from nowcast.io.radar import ZR, open_radar, split_sequences
 from nowcast.precision import PRECISIONS
+from nowcast.regrid import grid_spacing_km
 
 log = logging.getLogger("nowcast.predict")
 
@@ -187,9 +188,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{ds.attrs['source_files'][-1]}: the latest frame has no valid data (all NaN)")
     warn_step(forecaster, step, say)
     n_out = horizon_steps(step, args.minutes, args.steps)
-    forecast = forecaster.forecast(window["rainfall_rate"].values, n_out, step)
+    forecast = forecaster.forecast(window["rainfall_rate"].values, n_out, step, grid_spacing_km(ds))
     attrs = {
-        "nowcast_model": f"{forecaster.model.config.cell} encoder-forecaster {forecaster.model.config.hidden}",
+        "nowcast_model": f"{forecaster.frame} {forecaster.model.config.cell} encoder-forecaster "
+        f"{forecaster.model.config.hidden}",
         "nowcast_checkpoint": Path(forecaster.source).name,
         "nowcast_checkpoint_sha256": forecaster.sha256,
         "nowcast_input_files": "\n".join(ds.attrs["source_files"]),

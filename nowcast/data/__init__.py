@@ -29,6 +29,8 @@ class DataBundle:
     radar: bool
     step_minutes: list[float] = field(default_factory=list)
     frame_size: list[int] | None = None
+    frame: str = "eulerian"  # or "lagrangian": windows in the frame that moves with the rain
+    grid_km: float = 1.0
 
 
 def build_moving_mnist(cfg: Any) -> DataBundle:
@@ -66,9 +68,17 @@ def build_radar(cfg: Any) -> DataBundle:
     return build_radar_bundle(cfg)
 
 
+def build_lagrangian_radar(cfg: Any) -> DataBundle:
+    """Cached Lagrangian radar windows (see :mod:`nowcast.data.lagrangian`)."""
+    from nowcast.data.lagrangian import build_lagrangian_bundle
+
+    return build_lagrangian_bundle(cfg)
+
+
 BUILDERS: dict[str, Callable[[Any], DataBundle]] = {
     "moving_mnist": build_moving_mnist,
     "radar": build_radar,
+    "lagrangian_radar": build_lagrangian_radar,
 }
 
 

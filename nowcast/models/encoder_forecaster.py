@@ -13,6 +13,7 @@ from the zero state without convolving it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -22,6 +23,10 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from nowcast.models.cells import ConvRNNCell, State, get_cell
+
+HEADS = ("frames", "residual")
+#: Width (pixels) of the Gaussian the residual head may blend towards.
+BLUR_SIGMA_PIXELS = 2.0
 
 OUTPUT_ACTIVATIONS = {"sigmoid": torch.sigmoid, "identity": lambda x: x, "relu": F.relu}
 
@@ -52,6 +57,13 @@ class ModelConfig:
         radars on different cycles.
     frame_size
         ``(H, W)`` of the frames when fixed (Moving-MNIST); enables per-pixel peephole weights.
+    head
+        ``frames``: the 1×1 convolution gives each output frame through depth-to-space (the
+        paper). ``residual``: it gives, at patch resolution, a change ``Δ`` and a smoothing weight
+        ``β``, upsampled bilinearly (no patch blocks), and the forecast is
+        ``x_last + Δ + β·(blur(x_last) − x_last)`` with ``x_last`` the last input frame at full
+        resolution. The convolution starts at zero, so an untrained residual model repeats
+        ``x_last`` (in the Lagrangian frame: extrapolation).
 
     """
 
@@ -63,6 +75,7 @@ class ModelConfig:
     output_activation: str = "sigmoid"
     step_channel: bool = False
     frame_size: list[int] | None = None
+    head: str = "frames"
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
@@ -112,7 +125,17 @@ class EncoderForecaster(nn.Module):
         self.forecaster = nn.ModuleList(
             cell_cls(c_in, c_hid, k, grid) for c_in, c_hid in zip(below_fc, config.hidden, strict=True)
         )
-        self.output_conv = nn.Conv2d(sum(config.hidden), frame_channels, kernel_size=1)
+        if config.head not in HEADS:
+            raise ValueError(f"unknown head {config.head!r}; choose one of {HEADS}")
+        if config.head == "residual":
+            if config.in_channels != 1:
+                raise ValueError("head residual needs in_channels=1")
+            self.output_conv = nn.Conv2d(sum(config.hidden), 2, kernel_size=1)
+            nn.init.zeros_(self.output_conv.weight)
+            nn.init.zeros_(self.output_conv.bias)
+            self.register_buffer("blur_kernel", _gaussian_kernel(BLUR_SIGMA_PIXELS), persistent=False)
+        else:
+            self.output_conv = nn.Conv2d(sum(config.hidden), frame_channels, kernel_size=1)
         self.activation = OUTPUT_ACTIVATIONS[config.output_activation]
         #: Recompute each step in the backward pass to save memory (``trainer.checkpoint_steps``).
         self.gradient_checkpointing = False
@@ -164,9 +187,29 @@ class EncoderForecaster(nn.Module):
             layer_input, _ = self._unroll(cell, projected, state, n_out, b)
             hidden_all.append(layer_input)  # (n_out*B, C_hid, h', w')
 
-        y = F.pixel_shuffle(self.output_conv(torch.cat(hidden_all, dim=1)), p)  # (n_out*B, C, H+pad, W+pad)
-        y = self.activation(y[..., :h, :w])
+        features = torch.cat(hidden_all, dim=1)  # (n_out*B, sum(hidden), h', w')
+        if self.config.head == "residual":
+            y = self._residual(self.output_conv(features), frames[:, -1], n_out, h, w)
+        else:
+            y = F.pixel_shuffle(self.output_conv(features), p)  # (n_out*B, C, H+pad, W+pad)
+            y = y[..., :h, :w]
+        y = self.activation(y)
         return y.unflatten(0, (n_out, b)).transpose(0, 1)  # (B, n_out, C, H, W)
+
+    def _residual(self, change: Tensor, last: Tensor, n_out: int, h: int, w: int) -> Tensor:
+        """Forecast ``x_last + Δ + β·(blur(x_last) − x_last)``, ``(n_out*B, 1, H, W)``.
+
+        ``change`` holds ``Δ`` and ``β`` at patch resolution, ``(n_out*B, 2, h', w')``; ``last`` is
+        the last input frame ``(B, 1, H, W)``.
+        """
+        p = self.config.patch_size
+        change = F.interpolate(change.float(), size=(h + (-h) % p, w + (-w) % p), mode="bilinear", align_corners=False)
+        change = change[..., :h, :w]  # (n_out*B, 2, H, W)
+        last = last.float()  # (B, 1, H, W)
+        radius = self.blur_kernel.shape[-1] // 2
+        blurred = F.conv2d(F.pad(last, (radius,) * 4, mode="replicate"), self.blur_kernel)
+        last, blurred = last.repeat(n_out, 1, 1, 1), blurred.repeat(n_out, 1, 1, 1)
+        return last + change[:, :1] + change[:, 1:] * (blurred - last)
 
     def _step_field(self, step_minutes: Tensor | None, like: Tensor) -> Tensor | None:
         """The time step as a constant channel ``(B, 1, h', w')`` shaped like ``like`` ``(B, C, h', w')``."""
@@ -196,6 +239,15 @@ class EncoderForecaster(nn.Module):
                 state = cell(x_t, state)
             outputs.append(state[0])
         return torch.cat(outputs), state
+
+
+def _gaussian_kernel(sigma: float) -> Tensor:
+    """Normalised 2-D Gaussian ``(1, 1, K, K)``, K = 2·ceil(3σ) + 1."""
+    radius = int(math.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel = torch.outer(g, g)
+    return (kernel / kernel.sum())[None, None]
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,0 +1,118 @@
+"""Lagrangian frame, common grid and the residual model: round trips and 'untrained = LK'."""
+
+import numpy as np
+import pytest
+import torch
+
+from nowcast import lagrangian, regrid
+from nowcast.baselines import extrapolation, motion_field
+from nowcast.forecast import RAIN_FLOOR_MM_H, Forecaster
+from nowcast.models import EncoderForecaster, ModelConfig
+from nowcast.transforms import Transform
+
+
+def moving_blob(n: int, size: int = 64, speed: tuple[float, float] = (1.5, -1.0)) -> np.ndarray:
+    """``(n, size, size)`` mm/h: a Gaussian rain cell moving ``speed`` (x, y) pixels per step."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(float)
+    frames = []
+    for t in range(n):
+        cx, cy = 24 + speed[0] * t, 36 + speed[1] * t
+        frames.append(12.0 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 5.0**2)))
+    return np.stack(frames).astype(np.float32)
+
+
+def test_lagrangian_round_trip_on_a_moving_blob():
+    frames = moving_blob(8)
+    velocity = np.zeros((2, 64, 64))
+    velocity[0], velocity[1] = 1.5, -1.0
+    backward = lagrangian.displacements(velocity, 3, backward=True)
+    forward = lagrangian.displacements(velocity, 4)
+    # targets brought back to the analysis frame all sit where the last input is ...
+    analysis = lagrangian.targets_to_lagrangian(frames[5:8], backward)
+    for frame in analysis:
+        np.testing.assert_allclose(np.nan_to_num(frame), frames[4], atol=0.35)
+    # ... and advecting them forward again gives the targets back (away from the border)
+    back = lagrangian.from_lagrangian(analysis, forward[:3])
+    np.testing.assert_allclose(np.nan_to_num(back)[:, 10:-10, 10:-10], frames[5:8, 10:-10, 10:-10], atol=0.6)
+    # inputs advected to the analysis time line up with the last input
+    inputs = lagrangian.inputs_to_lagrangian(frames[:5], forward)
+    np.testing.assert_array_equal(inputs[-1], frames[4])
+    np.testing.assert_allclose(np.nan_to_num(inputs[0]), frames[4], atol=0.35)
+
+
+def test_pixels_from_outside_the_domain_are_nan():
+    velocity = np.zeros((2, 16, 16))
+    velocity[0] = 2.0  # eastward: new pixels enter from the west
+    forward = lagrangian.displacements(velocity, 2)
+    out = lagrangian.from_lagrangian(np.ones((2, 16, 16)), forward)
+    assert np.isnan(out[1][:, :4]).all() and np.isfinite(out[1][:, 5:]).all()
+
+
+@pytest.mark.parametrize(("shape", "new"), [((64, 64), (32, 32)), ((50, 40), (100, 80)), ((64, 48), (37, 29))])
+def test_resampling_round_trip_keeps_rain_totals(shape, new):
+    rng = np.random.default_rng(0)
+    field = rng.gamma(0.5, 2.0, size=(2, *shape)).astype(np.float32)
+    field[:, :5, :7] = np.nan  # no-data corner
+    there = regrid.resample(field, new)
+    back = regrid.resample(there, shape)
+    for a, b in ((field, there), (field, back)):
+        np.testing.assert_allclose(np.nanmean(b, axis=(1, 2)), np.nanmean(a, axis=(1, 2)), rtol=1e-4)
+    assert np.isnan(back[:, 0, 0]).all() and np.isfinite(back[:, -1, -1]).all()
+
+
+def test_grid_spacing_from_coordinate_units():
+    import xarray as xr
+
+    ds = xr.Dataset(coords={"x": ("x", [0.0, 500.0, 1000.0], {"units": "m"}), "y": ("y", [0.0, 2000.0])})
+    assert regrid.grid_spacing_km(ds) == pytest.approx((2.0, 0.5))
+    km = xr.Dataset(coords={"x": ("x", [0.0, 0.5], {"units": "km"}), "y": ("y", [3.0, 2.0])})
+    assert regrid.grid_spacing_km(km) == pytest.approx((1.0, 0.5))
+    deg = xr.Dataset(coords={"x": ("x", [0.0, 0.01], {"units": "degrees_east"}), "y": ("y", [60.0, 60.01])})
+    dy, dx = regrid.grid_spacing_km(deg)
+    assert dy == pytest.approx(1.112, rel=1e-3) and dx == pytest.approx(0.556, rel=1e-2)
+
+
+def _lagrangian_forecaster() -> Forecaster:
+    torch.manual_seed(0)
+    config = ModelConfig(hidden=[4, 4], patch_size=4, output_activation="identity", step_channel=True, head="residual")
+    return Forecaster(EncoderForecaster(config).eval(), Transform("log1p", 100.0), 5, 6, frame="lagrangian")
+
+
+def test_untrained_lagrangian_model_is_lk_extrapolation():
+    rates = moving_blob(5)
+    rates[:, 60:, :] = np.nan  # outside the radar's range
+    forecast = _lagrangian_forecaster().forecast(rates, 6, 5.0, spacing_km=(1.0, 1.0))
+    expected = extrapolation(rates, 6, motion_field(rates))
+    expected[expected < RAIN_FLOOR_MM_H] = 0.0
+    np.testing.assert_allclose(forecast, expected, atol=1e-4, equal_nan=True)
+    assert np.isnan(forecast[:, 60:]).all()  # no-data stays no-data
+
+
+def test_lagrangian_forecast_on_a_500m_grid_comes_back_on_it():
+    rates = moving_blob(5, size=64)
+    forecast = _lagrangian_forecaster().forecast(rates, 3, 5.0, spacing_km=(0.5, 0.5))
+    assert forecast.shape == (3, 64, 64) and np.isfinite(forecast).all()
+    assert forecast.max() > 5.0  # the cell survives the trip to 1 km and back
+
+
+def test_residual_head_starts_at_last_frame_and_has_no_blocks():
+    config = ModelConfig(hidden=[4], patch_size=4, output_activation="identity", head="residual")
+    model = EncoderForecaster(config)
+    x = torch.rand(2, 3, 1, 20, 24)
+    torch.testing.assert_close(model(x, 4), x[:, -1:].expand(-1, 4, -1, -1, -1))
+    with torch.no_grad():
+        model.output_conv.bias.fill_(0.1)
+        model.output_conv.weight.normal_(0, 0.5)
+    y = model(x, 2)[0, 0, 0] - x[0, -1, 0]
+    # a bilinear upsampling has no jumps at patch borders: the change is as smooth across a border as inside
+    steps = (y[:, 1:] - y[:, :-1]).abs()
+    assert steps[:, 3].mean() < 3 * steps[:, 1].mean() + 1e-3
+
+
+def test_soft_csi_matches_hard_csi_when_sharp():
+    from nowcast.training import soft_csi
+
+    pred = torch.tensor([[0.9, 0.1], [0.8, 0.0]])
+    target = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    # hits 1, false alarms 1, misses 0 → CSI 0.5
+    assert float(soft_csi(pred, target, None, 0.5, 1e-4)) == pytest.approx(0.5)
