@@ -33,8 +33,13 @@ def atomic_write(path: str | Path, write) -> None:
     complete new one, never a partial one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot write there ({err.strerror})") from None
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)

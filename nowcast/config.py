@@ -131,3 +131,77 @@ def register_configs() -> None:
     cs.store(group="data", name="moving_mnist_schema", node=MovingMNISTDataConfig)
     cs.store(group="data", name="radar_schema", node=RadarDataConfig)
     cs.store(group="data", name="lagrangian_radar_schema", node=LagrangianRadarDataConfig)
+
+
+#: Allowed values of the choice keys, checked by :func:`check_config` (one place for help and errors).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "trainer.optimizer": ("adam", "rmsprop"),
+    "trainer.loss": ("mse", "bmse", "logcsi", "bce", "l1"),
+    "trainer.device": ("auto", "cpu", "cuda"),
+    "trainer.precision": ("auto", "32", "bf16"),
+    "model.output_activation": ("sigmoid", "identity", "relu"),
+    "model.head": ("frames", "residual"),
+}
+#: (key, lower bound, upper bound, whether the bound is inclusive) for the numeric keys.
+RANGES: tuple[tuple[str, float, float, bool], ...] = (
+    ("trainer.max_steps", 1, 1e9, True),
+    ("trainer.max_epochs", 1, 1e9, True),
+    ("trainer.batch_size", 1, 65536, True),
+    ("trainer.lr", 0, 10, False),
+    ("trainer.grad_clip", 0, 1e9, True),
+    ("trainer.val_every", 1, 1e9, True),
+    ("trainer.log_every", 1, 1e9, True),
+    ("trainer.early_stop_patience", 0, 1e9, True),
+    ("trainer.num_workers", 0, 256, True),
+    ("trainer.max_minutes", 0, 1e6, True),
+    ("model.kernel_size", 1, 31, True),
+    ("model.patch_size", 1, 64, True),
+    ("data.t_in", 1, 1000, True),
+    ("data.t_out", 1, 1000, True),
+)
+
+
+def check_config(cfg: Any) -> None:
+    """Check the composed config before any data is read; a bad value raises one line.
+
+    Raises
+    ------
+    nowcast.errors.UserError
+        Naming the key, the value given and what is allowed.
+
+    """
+    import math
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from nowcast.errors import UserError
+    from nowcast.models import CELLS
+
+    def get(key: str) -> Any:
+        return OmegaConf.select(cfg, key, default=None)
+
+    for key, allowed in {**CHOICES, "model.cell": tuple(CELLS)}.items():
+        value = get(key)
+        if value is not None and str(value) not in allowed:
+            raise UserError(f"{key}={value!r} is not allowed; choose one of {', '.join(allowed)}")
+    for key, low, high, inclusive in RANGES:
+        value = get(key)
+        if value is None:
+            continue
+        ok = math.isfinite(float(value)) and (low <= value if inclusive else low < value) and value <= high
+        if not ok:
+            bound = f"≥ {low:g}" if inclusive else f"> {low:g}"
+            raise UserError(f"{key}={value!r} is out of range; it must be {bound} and ≤ {high:g}")
+    if get("model.kernel_size") is not None and get("model.kernel_size") % 2 == 0:
+        raise UserError(f"model.kernel_size={get('model.kernel_size')} must be odd (padding keeps the frame size)")
+    hidden = get("model.hidden")
+    if hidden is not None and (len(hidden) == 0 or any(int(h) < 1 for h in hidden)):
+        raise UserError(f"model.hidden={list(hidden)} must list one or more positive channel counts")
+    if get("trainer.device") == "cuda" and not torch.cuda.is_available():
+        raise UserError("trainer.device=cuda but no CUDA device is available; use trainer.device=auto or cpu")
+    weights, thresholds = get("trainer.csi_weights"), get("trainer.csi_thresholds")
+    if weights is not None and thresholds is not None and len(weights) != len(thresholds):
+        raise UserError(
+            f"trainer.csi_weights {list(weights)} and trainer.csi_thresholds {list(thresholds)} differ in length"
+        )

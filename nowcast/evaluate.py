@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from nowcast.checkpoint import atomic_write
 from nowcast.errors import UserError
 from nowcast.evaluation import (
@@ -26,7 +28,7 @@ from nowcast.evaluation import (
     metrics_rows,
 )
 from nowcast.forecast import Forecaster
-from nowcast.predict import add_input_arguments, guarded, open_input
+from nowcast.predict import add_input_arguments, check_minutes, guarded, open_input
 
 OUTPUT_NAMES = ("metrics.json", "metrics.csv", "performance_diagram.png", "comparison.gif")
 
@@ -79,8 +81,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{out / clashes[0]}: exists (use --overwrite to replace the results in {out})")
     if args.every < 1:
         raise UserError(f"--every must be at least 1, got {args.every}")
-    if args.minutes <= 0:
-        raise UserError(f"--minutes must be positive, got {args.minutes:g}")
+    check_minutes("--minutes", args.minutes)
+    if args.input_minutes is not None:
+        check_minutes("--input-minutes", args.input_minutes)
+    if any(s < 1 for s in args.fss_scales):
+        raise UserError(f"--fss-scales must be window sizes of at least 1 pixel, got {args.fss_scales}")
+    if not all(np.isfinite(t) and t > 0 for t in args.thresholds):
+        raise UserError(f"--thresholds must be positive rain rates in mm/h, got {args.thresholds}")
     forecaster = (
         Forecaster.from_checkpoint(args.checkpoint, args.device, args.precision) if "model" in args.methods else None
     )

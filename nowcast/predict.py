@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +30,8 @@ from nowcast.regrid import grid_spacing_km
 log = logging.getLogger("nowcast.predict")
 
 DEFAULT_MINUTES = 60.0
+#: Longest horizon a nowcast is asked for (minutes); beyond a few hours radar extrapolation has no skill.
+MAX_HORIZON_MINUTES = 360.0
 
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +70,9 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--zr-a", type=float, default=200.0, help="Z-R relation Z=a*R^b, a (default 200)")
     parser.add_argument("--zr-b", type=float, default=1.6, help="Z-R relation Z=a*R^b, b (default 1.6)")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where the model runs")
+    parser.add_argument(
+        "--device", type=device_name, default="cpu", metavar="{cpu,cuda,auto}", help="where the model runs"
+    )
     parser.add_argument(
         "--precision",
         default="auto",
@@ -77,6 +82,17 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--quiet", "-q", action="store_true", help="only print errors")
     parser.add_argument("--version", action="version", version=f"nowcast {__version__}")
+
+
+def device_name(text: str) -> str:
+    """``--device``: cpu, cuda (only where a GPU is present) or auto."""
+    import torch
+
+    if text not in ("cpu", "cuda", "auto"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of cpu, cuda, auto")
+    if text == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError("cuda: no CUDA device is available here; use --device cpu")
+    return text
 
 
 def parse_region(text: str) -> tuple[float, float, float, float]:
@@ -92,6 +108,9 @@ def parse_region(text: str) -> tuple[float, float, float, float]:
 
 def open_input(args: argparse.Namespace, skip_bad: bool = False):
     """Open the radar input named by the shared flags (see :func:`add_input_arguments`)."""
+    for flag, value in (("--zr-a", args.zr_a), ("--zr-b", args.zr_b)):
+        if not (np.isfinite(value) and value > 0):
+            raise UserError(f"{flag} {value:g} is not a positive number (Z = a R^b; Marshall-Palmer: a 200, b 1.6)")
     if args.format is not None and args.format not in READERS:
         raise UserError(f"unknown format {args.format!r}; known formats: {', '.join(READERS)}")
     return open_radar(
@@ -131,22 +150,36 @@ def check_outputs(paths: Sequence[str | None], overwrite: bool, suffixes: Sequen
         p = Path(path)
         if p.suffix.lower() != suffix:
             raise UserError(f"{p}: output must end in {suffix}")
+        if p.is_dir():
+            raise UserError(f"{p}: is a directory; give a file name ending in {suffix}")
         if p.exists() and not overwrite:
             raise UserError(f"{p}: exists (use --overwrite to replace it)")
-        if not p.parent.exists():
+        if not p.parent.is_dir():
             raise UserError(f"{p.parent}: output folder does not exist")
+        if not os.access(p.parent, os.W_OK):
+            raise UserError(f"{p.parent}: output folder is not writable")
 
 
 def horizon_steps(step_minutes: float, minutes: float | None, steps: int | None) -> int:
     """Number of forecast frames from ``--steps`` or ``--minutes``."""
     if steps is not None:
-        if steps < 1:
-            raise UserError(f"--steps must be at least 1, got {steps}")
+        if not 1 <= steps <= MAX_HORIZON_MINUTES / step_minutes:
+            raise UserError(
+                f"--steps {steps} is out of range: 1 to {int(MAX_HORIZON_MINUTES // step_minutes)} "
+                f"({MAX_HORIZON_MINUTES:g} min at {step_minutes:g} min per step)"
+            )
         return steps
     minutes = DEFAULT_MINUTES if minutes is None else minutes
-    if minutes <= 0:
-        raise UserError(f"--minutes must be positive, got {minutes:g}")
+    check_minutes("--minutes", minutes)
     return max(1, int(round(minutes / step_minutes)))
+
+
+def check_minutes(flag: str, minutes: float) -> None:
+    """A horizon in minutes must be finite, positive and at most :data:`MAX_HORIZON_MINUTES`."""
+    if not (np.isfinite(minutes) and 0 < minutes <= MAX_HORIZON_MINUTES):
+        raise UserError(
+            f"{flag} {minutes:g} is out of range: give more than 0 and at most {MAX_HORIZON_MINUTES:g} minutes"
+        )
 
 
 def last_regular_frames(ds, t_in: int):

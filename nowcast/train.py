@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from nowcast import __version__
 from nowcast.checkpoint import CheckpointError
-from nowcast.config import register_configs
+from nowcast.config import check_config, register_configs
 from nowcast.errors import UserError
 from nowcast.training import TrainingError, train
 
@@ -30,6 +30,7 @@ log = logging.getLogger("nowcast.train")
 def main(cfg: DictConfig) -> float | None:
     """Train with the composed config; returns the best validation loss (for sweepers)."""
     try:
+        check_config(cfg)
         metrics = train(cfg, HydraConfig.get().runtime.output_dir)
     except (UserError, CheckpointError, TrainingError, ValueError) as err:
         log.error("%s", err)

@@ -59,17 +59,13 @@ def to_frames(path: Path, precip: np.ndarray, meta: dict, time: np.datetime64, o
         y = meta["y1"] + (np.arange(ny) + 0.5) * meta["ypixelsize"]
     projection = str(meta.get("projection", ""))
     lonlat = "longlat" in projection or "latlong" in projection
-    names = ("longitude", "latitude", "degrees_east", "degrees_north") if lonlat else None
-    x_attrs = (
-        {"standard_name": names[0], "units": names[2]}
-        if names
-        else {"standard_name": "projection_x_coordinate", "units": "m"}
-    )
-    y_attrs = (
-        {"standard_name": names[1], "units": names[3]}
-        if names
-        else {"standard_name": "projection_y_coordinate", "units": "m"}
-    )
+    if lonlat:
+        x_attrs = {"standard_name": "longitude", "units": "degrees_east"}
+        y_attrs = {"standard_name": "latitude", "units": "degrees_north"}
+    else:
+        unit = str(meta.get("cartesian_unit", "m"))
+        x_attrs = {"standard_name": "projection_x_coordinate", "units": unit}
+        y_attrs = {"standard_name": "projection_y_coordinate", "units": unit}
     rate = xr.DataArray(
         values[None].astype(np.float32),
         dims=("time", "y", "x"),
