@@ -455,7 +455,9 @@ class Trainer:
         if best.exists():
             self.model.load_state_dict(load_checkpoint(best)["model"])
         self.model.eval()
-        scorers = {"model": make_scorer(self.bundle), "persistence": make_scorer(self.bundle)}
+        # In the Lagrangian frame the last input repeated is LK extrapolation, not persistence.
+        baseline = "extrapolation" if self.bundle.frame == "lagrangian" else "persistence"
+        scorers = {"model": make_scorer(self.bundle), baseline: make_scorer(self.bundle)}
         decode = self.bundle.transform.decode
         example = None
         for batch in self._loader(self.bundle.test):
@@ -465,7 +467,7 @@ class Trainer:
             obs = decode(y).cpu().numpy()[:, :, 0]
             mask = valid.cpu().numpy()[:, :, 0].astype(bool) if valid is not None else None
             scorers["model"].update(decode(pred).cpu().numpy()[:, :, 0], obs, mask)
-            scorers["persistence"].update(decode(persistence).cpu().numpy()[:, :, 0], obs, mask)
+            scorers[baseline].update(decode(persistence).cpu().numpy()[:, :, 0], obs, mask)
             if example is None:
                 n = self.tcfg.gif_samples
                 example = (decode(x[:n]).cpu().numpy(), obs[:n], decode(pred[:n]).cpu().numpy()[:, :, 0])

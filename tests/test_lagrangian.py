@@ -116,3 +116,53 @@ def test_soft_csi_matches_hard_csi_when_sharp():
     target = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
     # hits 1, false alarms 1, misses 0 → CSI 0.5
     assert float(soft_csi(pred, target, None, 0.5, 1e-4)) == pytest.approx(0.5)
+
+
+def test_lagrangian_training_run_end_to_end(tmp_path, compose_config):
+    """Cache, train on one synthetic radar, validate on another, then forecast with the checkpoint."""
+    from conftest import write_sequence
+
+    from nowcast.training import train
+
+    write_sequence(tmp_path / "a", n=14, size=40, speed=1.0)
+    write_sequence(tmp_path / "b", n=14, size=40, speed=1.5, prefix="b")
+    cfg = compose_config(
+        "data=lagrangian_radar",
+        "model=lagrangian",
+        "model.hidden=[4]",
+        f"data.paths=[{tmp_path / 'a'}]",
+        f"data.val_paths=[{tmp_path / 'b'}]",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.t_in=3",
+        "data.t_out=4",
+        "data.strides=[1]",
+        "data.crop=24",
+        "data.window_every=3",
+        "data.crops_per_window=1",
+        "trainer.loss=logcsi",
+        "trainer.batch_size=2",
+        "trainer.max_steps=3",
+        "trainer.val_every=3",
+        "trainer.precision=32",
+    )
+    metrics = train(cfg, tmp_path / "run")
+    assert len(list((tmp_path / "cache").glob("lagrangian_*.npz"))) == 2  # one cache per source
+    assert set(metrics["test"]) == {"model", "extrapolation"}
+    forecaster = Forecaster.from_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
+    assert forecaster.lagrangian and forecaster.grid_km == 1.0
+    rates = moving_blob(3, size=40)
+    out = forecaster.forecast(rates, 4, 5.0, spacing_km=(1.0, 1.0))
+    assert out.shape == (4, 40, 40) and np.isfinite(out).all()
+    # a second build reads the cache instead of recomputing it
+    before = {p: p.stat().st_mtime for p in (tmp_path / "cache").glob("*.npz")}
+    train(cfg, tmp_path / "run2")
+    assert before == {p: p.stat().st_mtime for p in (tmp_path / "cache").glob("*.npz")}
+
+
+def test_validation_radar_must_not_be_trained_on(tmp_path, compose_config):
+    from nowcast.data import build_data
+    from nowcast.errors import UserError
+
+    cfg = compose_config("data=lagrangian_radar", f"data.paths=[{tmp_path}]", f"data.val_paths=[{tmp_path}]")
+    with pytest.raises(UserError, match="not trained on"):
+        build_data(cfg.data)
