@@ -37,6 +37,7 @@ TRAIN_SETTINGS = [
     "data=lagrangian_radar",
     "model=lagrangian",
     "trainer.loss=logcsi",
+    "trainer.csi_weights=[0.3,1.0]",
     "trainer.lr=1e-3",
     "trainer.batch_size=8",
     "trainer.max_steps=600",

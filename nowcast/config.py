@@ -98,7 +98,7 @@ class TrainerConfig:
     optimizer: str = "adam"  # adam | rmsprop
     loss: str = "bce"  # mse | bmse (HKO-7 weighted, radar) | bce | l1 | logcsi (radar)
     csi_thresholds: list[float] = field(default_factory=lambda: [1.0, 5.0])  # mm/h, for logcsi
-    csi_weights: list[float] = field(default_factory=lambda: [0.05, 0.05])  # weight of 1 - soft CSI each
+    csi_weights: list[float] = field(default_factory=lambda: [0.3, 1.0])  # weight of 1 - soft CSI each
     grad_clip: float = 1.0  # max gradient norm; 0 disables
     val_every: int = 210
     early_stop_patience: int = 0  # validations without improvement; 0 disables
