@@ -34,19 +34,16 @@ class MovingMNISTDataConfig:
 
 
 @dataclass
-class RadarDataConfig:
-    """Radar sequences from files (see :mod:`nowcast.data.radar`); lengths in frames."""
+class RadarCommonConfig:
+    """Settings every radar data source shares: windows, crops, Z–R, transform, scores."""
 
-    name: str = "radar"
     paths: list[str] = field(default_factory=list)
-    variable: Optional[str] = None
     t_in: int = 5
     t_out: int = 10
     strides: list[int] = field(default_factory=lambda: [1, 2])
     crop: int = 128
     wet_threshold: float = 0.5  # mm/h
     min_wet_fraction: float = 0.05
-    val_fraction: float = 0.2
     samples_per_epoch: int = 4000
     val_size: int = 64
     test_size: int = 64
@@ -59,31 +56,33 @@ class RadarDataConfig:
 
 
 @dataclass
-class LagrangianRadarDataConfig:
-    """Radar windows in the frame that moves with the rain (see :mod:`nowcast.data.lagrangian`)."""
+class RadarDataConfig(RadarCommonConfig):
+    """Radar sequences from files (see :mod:`nowcast.data.radar`); lengths in frames."""
+
+    name: str = "radar"
+    variable: Optional[str] = None
+    val_fraction: float = 0.2
+
+
+@dataclass
+class LagrangianRadarDataConfig(RadarCommonConfig):
+    """Radar windows in the frame that moves with the rain (see :mod:`nowcast.data.lagrangian`).
+
+    ``paths`` are the training radars, ``val_paths`` the validation/test radars (never trained on).
+    """
 
     name: str = "lagrangian_radar"
-    paths: list[str] = field(default_factory=list)  # training radars
-    val_paths: list[str] = field(default_factory=list)  # validation/test radars, never trained on
-    t_in: int = 5
+    val_paths: list[str] = field(default_factory=list)
     t_out: int = 12
-    strides: list[int] = field(default_factory=lambda: [1, 2])
     grid_km: float = 1.0
     crop: int = 96
     crops_per_window: int = 3
     window_every: int = 2
     max_size_km: float = 512.0
-    wet_threshold: float = 0.5  # mm/h
     min_wet_fraction: float = 0.02
     samples_per_epoch: int = 100000
     val_size: int = 128
     test_size: int = 128
-    augment: bool = True
-    seed: int = 1234
-    zr_a: float = 200.0
-    zr_b: float = 1.6
-    transform_scale_mm_h: float = 100.0
-    thresholds: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 5.0, 10.0])
     cache_dir: str = "data/cache"
 
 
