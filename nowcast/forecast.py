@@ -22,7 +22,7 @@ from nowcast.transforms import Transform
 
 log = logging.getLogger(__name__)
 
-PRETRAINED_NAME = "radar_eulerian.pt"
+PRETRAINED_NAME = "radar_lagrangian.pt"
 
 #: Forecast rain rates below this (mm/h) are set to 0: the network's output never reaches exactly
 #: zero, and radars report no rain below about this rate.
