@@ -43,14 +43,14 @@ def main() -> None:
             cmd = ["/usr/bin/time", "-f", "%M", sys.executable, "-m", "nowcast.predict", "--input", *map(str, files)]
             cmd += ["--output", str(out), "--minutes", "60", "-q"]
             if region:
-                cmd += ["--region", region]
+                cmd += [f"--region={region}"]  # '=' so that a leading minus is not read as a flag
             if args.checkpoint:
                 cmd += ["--checkpoint", args.checkpoint]
             start = time.perf_counter()
             run = subprocess.run(cmd, capture_output=True, text=True)
             seconds = time.perf_counter() - start
             if run.returncode != 0:
-                print(f"| {folder} | failed: {run.stderr.strip().splitlines()[-1]} | | | | |", flush=True)
+                print(f"| {folder} | failed: {run.stderr.strip().splitlines()[-2]} | | | | |", flush=True)
                 continue
             peak_mb = int(run.stderr.strip().splitlines()[-1]) / 1024
             import xarray as xr

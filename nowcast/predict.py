@@ -56,7 +56,8 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
         type=parse_region,
         default=None,
         metavar="XMIN,XMAX,YMIN,YMAX",
-        help="read only this box, in the data's coordinates (metres, or degrees on lon/lat grids such as MRMS)",
+        help="read only this box, in the data's coordinates (metres, or degrees on lon/lat grids such as MRMS); "
+        "write --region=-87.4,-82.2,42.9,48.0 when it starts with a minus",
     )
     parser.add_argument(
         "--checkpoint",
