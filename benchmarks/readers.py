@@ -16,7 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-#: folder → (format, region or None)
+import xarray as xr
+
+from nowcast.io.formats import sniff_format
+
+#: folder → region (``--region``) or None for the whole grid
 SOURCES = {
     "bom-melbourne-2018-06-16": None,
     "knmi-2010-08-26": None,
@@ -53,10 +57,6 @@ def main() -> None:
                 print(f"| {folder} | failed: {run.stderr.strip().splitlines()[-2]} | | | | |", flush=True)
                 continue
             peak_mb = int(run.stderr.strip().splitlines()[-1]) / 1024
-            import xarray as xr
-
-            from nowcast.io.formats import sniff_format
-
             ds = xr.open_dataset(out)
             step = float(ds.attrs["nowcast_time_step_minutes"])
             grid = f"{ds.sizes['y']}×{ds.sizes['x']}"

@@ -7,14 +7,16 @@ Usage::
 Measures (1) training throughput of the paper's Moving-MNIST net and the default radar model,
 (2) the same for a reference written here in the common style (concatenate [x, h], one fp32
 convolution per gate block and step, step-major loop, convolution over the forecaster's zero
-inputs, eager NCHW), (3) the peak of a plain convolution of the recurrent shape in fp32 and bf16
+inputs, eager NCHW), (3) the peak of a plain convolution of the recurrent shape in the precision `auto` picks
 and our achieved GFLOP/s as a fraction of it, (4) the latency of a 10-frame forecast of a
 512×512 radar frame with the shipped model, and peak memory. With no ``--quick`` it also trains
 a small model in fp32 and in bf16 from the same seed and compares the validation losses. With
 ``--compile`` it also times our bf16 model under ``torch.compile`` and reports the compile time.
 
-``speedup_ceiling`` is the speed-up a run at 100 % of the measured bf16 convolution peak would
-have over the reference as measured (reference GFLOP/s and FLOPs per batch against ours).
+The contenders are timed in alternating blocks in one process; ``like_for_like_fp32`` (and, where
+bf16 is native, ``like_for_like_bf16``) compares ours and the reference at the same precision,
+``best_precision_vs_reference_fp32`` ours at the precision ``auto`` picks against the fp32
+reference, and ``fraction_of_peak`` our GFLOP/s against the conv peak of that precision.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from nowcast.models.encoder_forecaster import ModelConfig
+from nowcast.models.encoder_forecaster import HEADS, OUTPUT_ACTIVATIONS, ModelConfig
+from nowcast.precision import PRECISIONS
 
 
 @dataclass
@@ -137,9 +138,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.optimizer": ("adam", "rmsprop"),
     "trainer.loss": ("mse", "bmse", "logcsi", "bce", "l1"),
     "trainer.device": ("auto", "cpu", "cuda"),
-    "trainer.precision": ("auto", "32", "bf16"),
-    "model.output_activation": ("sigmoid", "identity", "relu"),
-    "model.head": ("frames", "residual"),
+    "trainer.precision": PRECISIONS,
+    "model.output_activation": tuple(OUTPUT_ACTIVATIONS),
+    "model.head": HEADS,
 }
 #: (key, lower bound, upper bound, whether the bound is inclusive) for the numeric keys.
 RANGES: tuple[tuple[str, float, float, bool], ...] = (

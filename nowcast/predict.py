@@ -22,7 +22,7 @@ from nowcast import __version__
 from nowcast.checkpoint import CheckpointError
 from nowcast.errors import UserError
 from nowcast.forecast import Forecaster
-from nowcast.io.formats import READERS
+from nowcast.io.formats import READERS, get_reader
 from nowcast.io.radar import ZR, open_radar, split_sequences
 from nowcast.precision import PRECISIONS
 from nowcast.regrid import grid_spacing_km
@@ -112,8 +112,8 @@ def open_input(args: argparse.Namespace, skip_bad: bool = False):
     for flag, value in (("--zr-a", args.zr_a), ("--zr-b", args.zr_b)):
         if not (np.isfinite(value) and value > 0):
             raise UserError(f"{flag} {value:g} is not a positive number (Z = a R^b; Marshall-Palmer: a 200, b 1.6)")
-    if args.format is not None and args.format not in READERS:
-        raise UserError(f"unknown format {args.format!r}; known formats: {', '.join(READERS)}")
+    if args.format is not None:
+        get_reader(args.format)  # an unknown name: one line listing the known formats, before any file is read
     return open_radar(
         args.input, args.variable, ZR(args.zr_a, args.zr_b), fmt=args.format, region=args.region, skip_bad=skip_bad
     )

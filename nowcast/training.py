@@ -395,7 +395,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{record['train_loss']:.4f}", sps=f"{record['samples_per_s']:.1f}")
                     self._log(record)
                     window_loss, window_steps, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
-                out_of_time = time.monotonic() >= deadline
+                out_of_time = self._all_agree(time.monotonic() >= deadline)
                 if self.state.step % self.tcfg.val_every == 0 or self.state.step == self.total_steps or out_of_time:
                     if self._validate_and_checkpoint():
                         reason = "early_stop"
@@ -415,6 +415,14 @@ class Trainer:
         if reason == "max_steps" and self.state.step and not (self.ckpt_dir / "last.pt").exists():
             self._validate_and_checkpoint()
         return reason
+
+    def _all_agree(self, flag: bool) -> bool:
+        """``flag`` of any rank, on every rank (under DDP the ranks' clocks differ; all must stop together)."""
+        if self.dist.world_size == 1 or not self.tcfg.max_minutes:
+            return flag
+        value = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
 
     def _validate_and_checkpoint(self) -> bool:
         """Validate, save ``last`` (and ``best``); return True when early stopping triggers."""

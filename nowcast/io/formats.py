@@ -94,7 +94,7 @@ def _hdf5_format(path: Path) -> str:
             if "overview" in f and "image1" in f:
                 return "knmi_hdf5"
             if "what" in f and "object" in f["what"].attrs:
-                source = ps._text(f["what"].attrs.get("source", b""))
+                source = ps.attr_text(f["what"].attrs.get("source", b""))
                 return "opera_hdf5" if "ORG:247" in source or "EUOC" in path.name else "odim_hdf5"
     except OSError as err:
         raise UserError(f"{path}: truncated or corrupt HDF5 ({first_line(err)})") from None

@@ -113,7 +113,8 @@ def time_from_name(path: Path, patterns=NAME_TIMES) -> np.datetime64:
     raise UserError(f"{path}: no date and time in the file name (expected e.g. YYYYmmddHHMM)")
 
 
-def _text(value) -> str:
+def attr_text(value) -> str:
+    """An HDF5 string attribute as str (h5py gives bytes or str, depending on how it was written)."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -127,10 +128,14 @@ def _h5_attrs(path: Path, group: str) -> dict:
         raise UserError(f"{path}: truncated or corrupt HDF5 ({first_line(err)})") from None
 
 
+def _odim_datetime(what: dict, date_key: str, time_key: str) -> pd.Timestamp:
+    """An ODIM ``what`` group's date and time attributes (``YYYYmmdd``, ``HHMMSS``) as one timestamp."""
+    return pd.to_datetime(attr_text(what[date_key]) + attr_text(what[time_key]), format="%Y%m%d%H%M%S")
+
+
 def odim_time(path: Path) -> np.datetime64:
     """Nominal time of an ODIM HDF5 file (``what/date`` + ``what/time``)."""
-    what = _h5_attrs(path, "what")
-    return np.datetime64(pd.to_datetime(_text(what["date"]) + _text(what["time"]), format="%Y%m%d%H%M%S"), "ns")
+    return np.datetime64(_odim_datetime(_h5_attrs(path, "what"), "date", "time"), "ns")
 
 
 # ---------------------------------------------------------------- readers
@@ -140,7 +145,7 @@ def read_knmi_hdf5(path: Path, options: ReadOptions) -> Frames:
         path, "KNMI HDF5", _pysteps_io().import_knmi_hdf5, qty="ACRR", accutime=5.0, pixelsize=1000.0
     )
     raw = _h5_attrs(path, "overview")["product_datetime_end"]
-    text = _text(raw[0] if np.ndim(raw) else raw)
+    text = attr_text(raw[0] if np.ndim(raw) else raw)
     time = np.datetime64(pd.to_datetime(text, format="%d-%b-%Y;%H:%M:%S.%f"), "ns")
     return to_frames(path, precip, meta, time, options)
 
@@ -164,9 +169,8 @@ def read_odim_hdf5(path: Path, options: ReadOptions) -> Frames:
 def _odim_accumulation_minutes(path: Path, default: float) -> float:
     what = _h5_attrs(path, "what")
     if "startdate" in what and "enddate" in what:
-        start = pd.to_datetime(_text(what["startdate"]) + _text(what["starttime"]), format="%Y%m%d%H%M%S")
-        end = pd.to_datetime(_text(what["enddate"]) + _text(what["endtime"]), format="%Y%m%d%H%M%S")
-        return (end - start).total_seconds() / 60.0
+        start = _odim_datetime(what, "startdate", "starttime")
+        return (_odim_datetime(what, "enddate", "endtime") - start).total_seconds() / 60.0
     return default
 
 
