@@ -5,8 +5,8 @@
 * ``sprog``: pysteps' S-PROG (Seed 2003), the fair deterministic rival of an MSE-trained network.
 
 All take rain rate ``(T, H, W)`` in mm/h (NaN = no data), ``n_out`` and an optional motion field
-(so one call serves every method; persistence ignores it) and return ``(n_out, H, W)`` mm/h with
-NaN where the last input frame has no data.
+(persistence ignores it) and return ``(n_out, H, W)`` mm/h with NaN where the last input frame has
+no data. :mod:`nowcast.methods` puts them, the network and STEPS behind one interface.
 """
 
 from __future__ import annotations
@@ -86,16 +86,3 @@ def sprog(rates: np.ndarray, n_out: int, velocity: np.ndarray | None = None, n_c
             n_cascade_levels=n_cascade_levels,
         )
     return _mask_like_last(from_dbr(out), rates)
-
-
-BASELINES = {"persistence": persistence, "extrapolation": extrapolation, "sprog": sprog}
-#: Baselines that advect along the Lucas–Kanade motion; it is computed once and shared.
-MOTION_BASELINES = frozenset({"extrapolation", "sprog"})
-
-
-def get_baseline(name: str):
-    """Look up a baseline by name; the error lists the valid names."""
-    try:
-        return BASELINES[name]
-    except KeyError:
-        raise ValueError(f"unknown baseline {name!r}; choose one of {sorted(BASELINES)}") from None

@@ -21,24 +21,33 @@ from nowcast.checkpoint import atomic_write
 from nowcast.errors import UserError
 from nowcast.evaluation import (
     DEFAULT_FSS_SCALES,
+    DEFAULT_PROBABILITY_THRESHOLDS,
     DEFAULT_THRESHOLDS,
-    METHODS,
     evaluate,
     metrics_document,
     metrics_rows,
 )
 from nowcast.forecast import Forecaster
+from nowcast.methods import DEFAULT_MEMBERS, DEFAULT_METHODS, METHOD_NAMES
 from nowcast.predict import add_input_arguments, check_minutes, guarded, open_input
 
-OUTPUT_NAMES = ("metrics.json", "metrics.csv", "performance_diagram.png", "comparison.gif")
+OUTPUT_NAMES = (
+    "metrics.json",
+    "metrics.csv",
+    "performance_diagram.png",
+    "comparison.gif",
+    "reliability.png",
+    "roc.png",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line interface of ``nowcast-evaluate``."""
     parser = argparse.ArgumentParser(
         prog="nowcast-evaluate",
-        description="Score the model, Eulerian persistence, Lucas-Kanade extrapolation and S-PROG on the same "
-        "windows of a radar sequence; writes metrics.json/.csv, plots and comparison.gif into DIR.",
+        description="Score the model, Eulerian persistence, Lucas-Kanade extrapolation, S-PROG and (on request) "
+        "the STEPS ensemble on the same windows of a radar sequence, deterministically and by their exceedance "
+        "probabilities; writes metrics.json/.csv, plots and comparison.gif into DIR.",
         epilog="example: nowcast-evaluate --input radar_dir/ --output eval/ --minutes 60 --every 2",
     )
     add_input_arguments(parser)
@@ -51,7 +60,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="input length in minutes (default: what the model reads)",
     )
     parser.add_argument("--every", type=int, default=1, help="start a window every N frames (default 1)")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods to score")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(DEFAULT_METHODS),
+        choices=METHOD_NAMES,
+        help=f"methods to score (default {' '.join(DEFAULT_METHODS)}; steps is slow)",
+    )
+    parser.add_argument(
+        "--members", type=int, default=DEFAULT_MEMBERS, help=f"STEPS ensemble size (default {DEFAULT_MEMBERS})"
+    )
+    parser.add_argument(
+        "--probability-thresholds",
+        nargs="*",
+        type=float,
+        default=list(DEFAULT_PROBABILITY_THRESHOLDS),
+        help="mm/h events whose forecast probabilities are scored (Brier, reliability, ROC; default 1 5; none: skip)",
+    )
     parser.add_argument(
         "--thresholds",
         nargs="+",
@@ -69,6 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse settings no evaluation can use, with one line naming the flag."""
+    if args.every < 1:
+        raise UserError(f"--every must be at least 1, got {args.every}")
+    check_minutes("--minutes", args.minutes)
+    if args.input_minutes is not None:
+        check_minutes("--input-minutes", args.input_minutes)
+    if any(s < 1 for s in args.fss_scales):
+        raise UserError(f"--fss-scales must be window sizes of at least 1 pixel, got {args.fss_scales}")
+    for flag, values in (("--thresholds", args.thresholds), ("--probability-thresholds", args.probability_thresholds)):
+        if not all(np.isfinite(t) and t > 0 for t in values):
+            raise UserError(f"{flag} must be positive rain rates in mm/h, got {values}")
+    if not 2 <= args.members <= 200:
+        raise UserError(f"--members must be between 2 and 200, got {args.members}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Carry out a parsed evaluate command."""
     from nowcast import plots
@@ -79,15 +120,7 @@ def run(args: argparse.Namespace) -> int:
     clashes = [name for name in OUTPUT_NAMES if (out / name).exists()]
     if clashes and not args.overwrite:
         raise UserError(f"{out / clashes[0]}: exists (use --overwrite to replace the results in {out})")
-    if args.every < 1:
-        raise UserError(f"--every must be at least 1, got {args.every}")
-    check_minutes("--minutes", args.minutes)
-    if args.input_minutes is not None:
-        check_minutes("--input-minutes", args.input_minutes)
-    if any(s < 1 for s in args.fss_scales):
-        raise UserError(f"--fss-scales must be window sizes of at least 1 pixel, got {args.fss_scales}")
-    if not all(np.isfinite(t) and t > 0 for t in args.thresholds):
-        raise UserError(f"--thresholds must be positive rain rates in mm/h, got {args.thresholds}")
+    check_arguments(args)
     forecaster = (
         Forecaster.from_checkpoint(args.checkpoint, args.device, args.precision) if "model" in args.methods else None
     )
@@ -102,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
         args.thresholds,
         args.fss_scales,
         progress=not args.quiet and sys.stderr.isatty(),
+        probability_thresholds=args.probability_thresholds,
+        members=args.members,
     )
     document = metrics_document(result)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,12 +147,17 @@ def run(args: argparse.Namespace) -> int:
     for threshold in thresholds:
         plots.categorical_by_lead(result.scores, threshold, leads, out / f"scores_{threshold}mmh.png")
     plots.performance_diagram(result.scores, thresholds, out / "performance_diagram.png")
+    if result.probabilistic:
+        plots.reliability_diagram(result.probabilistic, out / "reliability.png")
+        plots.roc_curves(result.probabilistic, out / "roc.png")
     panels = {
         k: result.example[k] for k in ("observed", "model", "extrapolation", "persistence") if k in result.example
     }
     plots.comparison_gif(panels, result.example_times[result.spec.n_in :], leads, out / "comparison.gif")
     if not args.quiet:
         print(summary_table(document, thresholds), file=sys.stderr)
+        if result.probabilistic:
+            print(probabilistic_table(document), file=sys.stderr)
         print(f"wrote {out}/ ({result.count} windows)", file=sys.stderr)
     return 0
 
@@ -139,6 +179,20 @@ def summary_table(document: dict, thresholds: Sequence[str]) -> str:
         lines.append(
             f"| {method} | " + " | ".join(cells) + f" | {_fmt(scores['mse']['mean'])} | {_fmt(scores['mae']['mean'])} |"
         )
+    return "\n".join(lines)
+
+
+def probabilistic_table(document: dict) -> str:
+    """Markdown table of Brier skill, ROC area and seconds per window for each method's probabilities."""
+    probabilistic = document["probabilistic"]
+    thresholds = list(next(iter(probabilistic.values()))["bss"])
+    head = "| method | " + " | ".join(f"BSS ≥{t} | ROC area ≥{t}" for t in thresholds) + " | CRPS | s/window |"
+    lines = [head, "|" + "---|" * (2 * len(thresholds) + 3)]
+    for method, scores in probabilistic.items():
+        cells = [f"{_fmt(scores['bss'][t]['mean'])} | {_fmt(scores['roc_area'][t])}" for t in thresholds]
+        crps = _fmt(scores["crps"]["mean"]) if "crps" in scores else "–"
+        seconds = document["seconds_per_window"].get(method)
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {crps} | {_fmt(seconds)} |")
     return "\n".join(lines)
 
 

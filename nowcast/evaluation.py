@@ -6,6 +6,7 @@ by ``n_out`` frames to forecast; windows start every ``every`` frames in each re
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -13,16 +14,21 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
-from nowcast.baselines import BASELINES, MOTION_BASELINES, get_baseline, motion_field
 from nowcast.errors import UserError
 from nowcast.forecast import Forecaster
 from nowcast.io.radar import split_sequences
+from nowcast.methods import DEFAULT_MEMBERS, DEFAULT_METHODS, METHOD_NAMES, Method, Window, deterministic, get_method
 from nowcast.metrics import Scorer
+from nowcast.probability import exceedance
+from nowcast.probscores import ProbabilisticScorer
 from nowcast.regrid import grid_spacing_km
 
-METHODS = ("model", *BASELINES)
 DEFAULT_THRESHOLDS = (0.5, 1.0, 2.0, 5.0, 10.0)
 DEFAULT_FSS_SCALES = (1, 5, 17)
+#: Methods that advect along the shared Lucas–Kanade motion.
+MOTION_METHODS = frozenset({"extrapolation", "sprog", "steps"})
+#: Thresholds (mm/h) of the exceedance probabilities scored by default.
+DEFAULT_PROBABILITY_THRESHOLDS = (1.0, 5.0)
 
 
 @dataclass
@@ -36,13 +42,20 @@ class WindowSpec:
 
 @dataclass
 class EvaluationResult:
-    """Scores per method plus the example window used for the comparison GIF."""
+    """Scores per method plus the example window used for the comparison GIF.
+
+    ``scores`` are the deterministic scores (of the ensemble mean for ensembles), ``probabilistic``
+    the scores of each method's exceedance probabilities, ``seconds`` the mean wall-clock seconds
+    per window each method took to forecast.
+    """
 
     spec: WindowSpec
     count: int
     scores: dict[str, dict]
     example: dict[str, np.ndarray] = field(default_factory=dict)
     example_times: list = field(default_factory=list)
+    probabilistic: dict[str, dict] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def window_spec(ds: xr.Dataset, minutes_out: float, minutes_in: float | None, t_in: int) -> tuple[WindowSpec, list]:
@@ -86,17 +99,24 @@ def evaluate(
     minutes_out: float = 60.0,
     minutes_in: float | None = None,
     every: int = 1,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] = DEFAULT_METHODS,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     fss_scales: Sequence[int] = DEFAULT_FSS_SCALES,
     progress: bool = True,
+    probability_thresholds: Sequence[float] = DEFAULT_PROBABILITY_THRESHOLDS,
+    members: int = DEFAULT_MEMBERS,
 ) -> EvaluationResult:
-    """Forecast every window with every method and score them against the observations."""
-    unknown = set(methods) - set(METHODS)
+    """Forecast every window with every method and score them against the observations.
+
+    Every method forecasts through :func:`nowcast.methods.get_method`; all are scored on one common
+    mask of pixels valid in the observation and in every forecast. ``probability_thresholds`` (mm/h;
+    empty to skip) are the events whose probabilities are scored (see :mod:`nowcast.probability`);
+    ``members`` is the STEPS ensemble size.
+    """
+    unknown = set(methods) - set(METHOD_NAMES)
     if unknown:
-        raise UserError(f"unknown method(s) {sorted(unknown)}; choose from {list(METHODS)}")
-    if "model" in methods and forecaster is None:
-        raise UserError("method 'model' needs a checkpoint")
+        raise UserError(f"unknown method(s) {sorted(unknown)}; choose from {list(METHOD_NAMES)}")
+    callables = {name: get_method(name, forecaster, members) for name in methods}
     t_in = forecaster.t_in if forecaster is not None else 3
     spec, sequences = window_spec(ds, minutes_out, minutes_in, t_in)
     spacing = grid_spacing_km(ds)
@@ -108,19 +128,38 @@ def evaluate(
             f"({ds.sizes['time']} frames); shorten --minutes"
         )
     scorers = {m: Scorer(thresholds, spec.n_out, fss_scales=fss_scales, balanced=True) for m in methods}
+    prob_scorers: dict[str, ProbabilisticScorer] = {}
+    seconds: dict[str, float] = dict.fromkeys(methods, 0.0)
     best_rain, example, example_times = -1.0, {}, []
     bar = tqdm(total=total, desc="evaluate", unit="window", disable=not progress)
     for inputs, observed, times in iter_windows(sequences, spec, starts):
-        forecasts = forecast_window(inputs, spec, forecaster, methods, spacing)
+        window = Window(inputs, spec.n_out, spec.step_minutes, spacing)
+        outputs = forecast_window(window, callables, seconds)
+        forecasts = {name: deterministic(out) for name, out in outputs.items()}
         valid = common_mask(observed, forecasts.values())
         for name, fc in forecasts.items():
             scorers[name].update(np.where(valid, fc, 0.0)[None], np.where(valid, observed, 0.0)[None], valid[None])
+        if probability_thresholds:
+            for name, out in outputs.items():
+                if name not in prob_scorers:
+                    size = out.shape[0] if out.shape[0] > 1 else None
+                    prob_scorers[name] = ProbabilisticScorer(probability_thresholds, spec.n_out, size)
+                probability = exceedance(out, probability_thresholds, window.lead_minutes, float(np.mean(spacing)))
+                prob_scorers[name].update(probability, observed, valid, out if out.shape[0] > 1 else None)
         rain = float(np.nansum(observed))
         if rain > best_rain:
             best_rain, example, example_times = rain, {"observed": observed, **forecasts}, times
         bar.update(1)
     bar.close()
-    return EvaluationResult(spec, total, {m: s.compute() for m, s in scorers.items()}, example, example_times)
+    return EvaluationResult(
+        spec,
+        total,
+        {m: s.compute() for m, s in scorers.items()},
+        example,
+        example_times,
+        probabilistic={m: s.compute() for m, s in prob_scorers.items()},
+        seconds={m: s / total for m, s in seconds.items()},
+    )
 
 
 def common_mask(observed: np.ndarray, forecasts) -> np.ndarray:
@@ -131,21 +170,24 @@ def common_mask(observed: np.ndarray, forecasts) -> np.ndarray:
     return valid
 
 
-def forecast_window(
-    inputs: np.ndarray,
-    spec: WindowSpec,
-    forecaster: Forecaster | None,
-    methods: Sequence[str],
-    spacing_km: tuple[float, float] = (1.0, 1.0),
-) -> dict[str, np.ndarray]:
-    """Forecasts ``(n_out, H, W)`` mm/h of each method for one window of inputs."""
-    velocity = motion_field(inputs) if MOTION_BASELINES & set(methods) else None
-    return {
-        name: forecaster.forecast(inputs, spec.n_out, spec.step_minutes, spacing_km)
-        if name == "model"
-        else get_baseline(name)(inputs, spec.n_out, velocity)
-        for name in methods
-    }
+def forecast_window(window: Window, methods: dict[str, Method], seconds: dict[str, float] | None = None) -> dict:
+    """Each method's output ``(M, n_out, H, W)`` mm/h for one window; adds wall-clock seconds to ``seconds``.
+
+    The Lucas–Kanade motion that extrapolation, S-PROG and STEPS share is computed first and timed
+    as ``motion``; the model's time includes its own motion (on its own grid).
+    """
+    out = {}
+    if MOTION_METHODS & set(methods):
+        start = time.perf_counter()
+        _ = window.velocity
+        if seconds is not None:
+            seconds["motion"] = seconds.get("motion", 0.0) + time.perf_counter() - start
+    for name, method in methods.items():
+        start = time.perf_counter()
+        out[name] = method(window)
+        if seconds is not None:
+            seconds[name] += time.perf_counter() - start
+    return out
 
 
 def metrics_document(result: EvaluationResult) -> dict:
@@ -160,6 +202,8 @@ def metrics_document(result: EvaluationResult) -> dict:
             "lead_minutes": [spec.step_minutes * (k + 1) for k in range(spec.n_out)],
         },
         "methods": result.scores,
+        "probabilistic": result.probabilistic,
+        "seconds_per_window": result.seconds,
     }
 
 
@@ -170,28 +214,36 @@ def metrics_rows(document: dict) -> list[dict]:
     for method, scores in document["methods"].items():
         for score, entry in scores.items():
             for threshold, scale, summary in _walk(entry):
-                for lead, value in zip(leads, summary["by_lead"], strict=True):
-                    rows.append(
-                        {
-                            "method": method,
-                            "score": score,
-                            "threshold": threshold,
-                            "scale": scale,
-                            "lead_minutes": lead,
-                            "value": value,
-                        }
-                    )
-                rows.append(
-                    {
-                        "method": method,
-                        "score": score,
-                        "threshold": threshold,
-                        "scale": scale,
-                        "lead_minutes": "mean",
-                        "value": summary["mean"],
-                    }
-                )
+                rows += [
+                    _row(method, score, threshold, scale, lead, v)
+                    for lead, v in zip(leads, summary["by_lead"], strict=True)
+                ]
+                rows.append(_row(method, score, threshold, scale, "mean", summary["mean"]))
+    for method, scores in document.get("probabilistic", {}).items():
+        for score in ("brier", "bss"):
+            for threshold, summary in scores[score].items():
+                rows += _lead_rows(method, score, threshold, leads, summary)
+        for threshold, area in scores["roc_area"].items():
+            rows.append(_row(method, "roc_area", threshold, "", "mean", area))
+        if "crps" in scores:
+            rows += _lead_rows(method, "crps", "", leads, scores["crps"])
     return rows
+
+
+def _row(method: str, score: str, threshold, scale, lead, value) -> dict:
+    return {
+        "method": method,
+        "score": score,
+        "threshold": threshold,
+        "scale": scale,
+        "lead_minutes": lead,
+        "value": value,
+    }
+
+
+def _lead_rows(method: str, score: str, threshold, leads: Sequence[float], summary: dict) -> list[dict]:
+    rows = [_row(method, score, threshold, "", lead, v) for lead, v in zip(leads, summary["by_lead"], strict=True)]
+    return [*rows, _row(method, score, threshold, "", "mean", summary["mean"])]
 
 
 def _walk(entry: dict) -> Iterator[tuple[str, str, dict]]:

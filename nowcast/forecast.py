@@ -27,6 +27,8 @@ PRETRAINED_NAME = "radar_lagrangian.pt"
 #: Forecast rain rates below this (mm/h) are set to 0: the network's output never reaches exactly
 #: zero, and radars report no rain below about this rate.
 RAIN_FLOOR_MM_H = 0.1
+#: Post-processing of a Lagrangian model's frames: ``cdf`` matches each to the last observation.
+PROBABILITY_MATCHING = ("cdf", "none")
 
 
 def pretrained_checkpoint() -> Path:
@@ -106,15 +108,22 @@ class Forecaster:
     precision: str = "32"
     frame: str = "eulerian"
     grid_km: float = 1.0
+    probability_matching: str = "none"
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path | None = None, device: str = "cpu", precision: str | None = "auto"
+        cls,
+        path: str | Path | None = None,
+        device: str = "cpu",
+        precision: str | None = "auto",
+        probability_matching: str | None = None,
     ) -> Forecaster:
         """Load a checkpoint (default: the shipped pretrained radar model).
 
         ``precision`` ``auto`` (or None) picks bf16 where the hardware runs it natively, else fp32
-        (see :mod:`nowcast.precision`).
+        (see :mod:`nowcast.precision`). ``probability_matching`` (``cdf`` or ``none``; None: ``cdf``
+        for Lagrangian models, ``none`` otherwise) is applied to each forecast frame of a Lagrangian
+        model, see :func:`match_distribution`.
         """
         path = Path(path) if path is not None else pretrained_checkpoint()
         payload = load_checkpoint(path)
@@ -129,6 +138,13 @@ class Forecaster:
         choice = resolve_precision(precision or "auto", dev)
         log.debug("precision: %s", choice.reason)
         precision = choice.name
+        frame = str(data.get("frame", "eulerian"))
+        if probability_matching is None:
+            probability_matching = "cdf" if frame == "lagrangian" else "none"
+        if probability_matching not in PROBABILITY_MATCHING:
+            raise ValueError(
+                f"probability_matching must be one of {PROBABILITY_MATCHING}, got {probability_matching!r}"
+            )
         return cls(
             model=model,
             transform=transform,
@@ -139,8 +155,9 @@ class Forecaster:
             sha256=file_sha256(path),
             device=dev,
             precision=precision,
-            frame=str(data.get("frame", "eulerian")),
+            frame=frame,
             grid_km=float(data.get("grid_km", 1.0)),
+            probability_matching=probability_matching,
         )
 
     @property
@@ -224,8 +241,43 @@ class Forecaster:
         x = self.transform.encode(np.nan_to_num(inputs, nan=0.0).astype(np.float32))
         frames = torch.from_numpy(x)[None, :, None].to(self.device)  # (1, T, 1, h, w)
         analysis = self._run(frames, n_out, step_minutes)[0]  # (n_out, h, w) in the analysis frame
+        if self.probability_matching == "cdf":
+            analysis = match_distribution(analysis, fields[-1])
         out = np.nan_to_num(lagrangian.from_lagrangian(analysis, forward[:n_out]), nan=0.0)
         out = regrid.resample(out, rates.shape[-2:])
         out[out < RAIN_FLOOR_MM_H] = 0.0
         out[:, no_data] = np.nan
         return out.astype(np.float32)
+
+
+def match_distribution(forecast: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Give each frame the rain-rate distribution of ``reference``, keeping the frame's ranks.
+
+    Pysteps' empirical-CDF probability matching, as S-PROG and STEPS apply it: the network decides
+    where rain is heavier or lighter, the last observation decides how much rain of each intensity
+    there is, wet fraction included. Chosen over no matching and over mean matching by CSI at 1 and
+    5 mm/h on the validation radar (RMI), never on a scored radar.
+
+    Parameters
+    ----------
+    forecast
+        Rain rate, mm/h, ``(T, H, W)``, finite.
+    reference
+        Last observed rain rate, mm/h, ``(H, W)`` on the same grid; NaN (no data) counts as dry.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(T, H, W)`` float32.
+
+    """
+    from nowcast._quiet import import_pysteps
+
+    import_pysteps()
+    from pysteps.postprocessing.probmatching import nonparam_match_empirical_cdf
+
+    target = np.nan_to_num(reference.astype(np.float64), nan=0.0)
+    if not np.any(target >= RAIN_FLOOR_MM_H):
+        return np.zeros(forecast.shape, dtype=np.float32)
+    frames = [nonparam_match_empirical_cdf(np.maximum(frame.astype(np.float64), 0.0), target) for frame in forecast]
+    return np.stack(frames).astype(np.float32)

@@ -264,6 +264,54 @@ def performance_diagram(scores: dict[str, dict], thresholds: Sequence[str], path
     _save_figure(fig, path)
 
 
+def reliability_diagram(probabilistic: dict[str, dict], path: str | Path) -> None:
+    """Reliability diagrams, one panel per threshold: observed frequency against forecast probability.
+
+    ``probabilistic`` maps method → scores of :class:`nowcast.probscores.ProbabilisticScorer`; the
+    dashed line is perfect reliability, the dotted one the climatological frequency's "no skill".
+    """
+    thresholds = list(next(iter(probabilistic.values()))["reliability"])
+    fig, axes = plt.subplots(1, len(thresholds), figsize=(4.2 * len(thresholds), 4.2), squeeze=False)
+    for ax, u in zip(axes[0], thresholds, strict=True):
+        ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=0.8)
+        for method, scores in probabilistic.items():
+            curve = scores["reliability"][u]
+            bss = scores["bss"][u]["mean"]
+            label = method if bss is None else f"{method} (BSS {bss:.2f})"
+            ax.plot(curve["forecast"], curve["observed"], marker="o", ms=3, label=label)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("forecast probability")
+        ax.set_ylabel("observed frequency")
+        ax.set_title(f"reliability, P(R ≥ {float(u):g} mm/h)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def roc_curves(probabilistic: dict[str, dict], path: str | Path) -> None:
+    """ROC curves (probability of detection against false detection), one panel per threshold."""
+    thresholds = list(next(iter(probabilistic.values()))["roc"])
+    fig, axes = plt.subplots(1, len(thresholds), figsize=(4.2 * len(thresholds), 4.2), squeeze=False)
+    for ax, u in zip(axes[0], thresholds, strict=True):
+        ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=0.8)
+        for method, scores in probabilistic.items():
+            roc = scores["roc"][u]
+            area = scores["roc_area"][u]
+            label = method if area is None else f"{method} (area {area:.2f})"
+            ax.plot(roc["pofd"], roc["pod"], marker="o", ms=3, label=label)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("probability of false detection")
+        ax.set_ylabel("probability of detection")
+        ax.set_title(f"ROC, R ≥ {float(u):g} mm/h")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
 def comparison_gif(
     panels: dict[str, np.ndarray], times: Sequence, lead_minutes: Sequence[float], path: str | Path
 ) -> int:

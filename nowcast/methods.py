@@ -1,0 +1,162 @@
+"""One interface for every forecast method, in the style of pysteps' ``nowcasts.get_method``.
+
+Every method is called the same way, ``method(window) -> (M, n_out, H, W)``: rain rate in mm/h,
+``M = 1`` for deterministic methods and the number of members for ensembles, NaN where the last
+observed frame has no data. A :class:`Window` carries the observed frames, the grid spacing, the
+time step and the Lucas–Kanade motion, computed once on first use and shared by every method that
+advects. ``predict``, ``evaluate``, the training run's test pass and the notebooks all forecast
+through :func:`get_method`.
+
+Methods
+-------
+``model``
+    A trained network (:class:`nowcast.forecast.Forecaster`; Eulerian or Lagrangian).
+``persistence``, ``extrapolation``, ``sprog``
+    The deterministic baselines of :mod:`nowcast.baselines`.
+``steps``
+    Pysteps' STEPS ensemble (Bowler et al. 2006, Seed et al. 2013).
+
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+import numpy as np
+
+from nowcast import baselines
+from nowcast._quiet import import_pysteps
+from nowcast.errors import UserError
+
+#: Every method name :func:`get_method` knows.
+METHOD_NAMES = ("model", "persistence", "extrapolation", "sprog", "steps")
+#: What ``evaluate`` scores unless told otherwise (STEPS is slow: tens of cascades per window).
+DEFAULT_METHODS = ("model", "persistence", "extrapolation", "sprog")
+#: Members of a STEPS ensemble unless told otherwise.
+DEFAULT_MEMBERS = 20
+
+
+@dataclass
+class Window:
+    """The observed frames of one forecast and everything a method may need about them.
+
+    Attributes
+    ----------
+    rates
+        Observed rain rate, mm/h, ``(T, H, W)``, oldest first; NaN marks no-data.
+    n_out
+        Frames to forecast.
+    step_minutes
+        Time between frames (minutes).
+    spacing_km
+        Grid spacing ``(dy, dx)`` in km.
+
+    """
+
+    rates: np.ndarray
+    n_out: int
+    step_minutes: float
+    spacing_km: tuple[float, float] = (1.0, 1.0)
+    _velocity: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def velocity(self) -> np.ndarray:
+        """Lucas–Kanade motion ``(2, H, W)`` in pixels per step, computed once."""
+        if self._velocity is None:
+            self._velocity = baselines.motion_field(self.rates)
+        return self._velocity
+
+    @property
+    def lead_minutes(self) -> np.ndarray:
+        """Lead time of each forecast frame, ``(n_out,)`` minutes."""
+        return self.step_minutes * np.arange(1, self.n_out + 1)
+
+
+Method = Callable[[Window], np.ndarray]
+
+
+def _persistence(window: Window) -> np.ndarray:
+    return baselines.persistence(window.rates, window.n_out)[None]
+
+
+def _extrapolation(window: Window) -> np.ndarray:
+    return baselines.extrapolation(window.rates, window.n_out, window.velocity)[None]
+
+
+def _sprog(window: Window) -> np.ndarray:
+    return baselines.sprog(window.rates, window.n_out, window.velocity)[None]
+
+
+def steps(window: Window, members: int = DEFAULT_MEMBERS, seed: int = 0) -> np.ndarray:
+    """Pysteps' STEPS ensemble on dBR from the last three frames: ``(members, n_out, H, W)`` mm/h.
+
+    Settings follow pysteps' STEPS example: 6 cascade levels, nonparametric noise, motion
+    perturbations (``bps``) scaled by the grid spacing and time step, incremental masking and CDF
+    probability matching. A dry scene gives all-zero members.
+    """
+    pysteps = import_pysteps()
+    rates = window.rates
+    shape = (members, window.n_out, *rates.shape[1:])
+    dbr = baselines.to_dbr(rates[-3:])
+    if np.mean(dbr > baselines.ZERO_DBR) < 0.001:  # too little rain for the noise model
+        out = np.zeros(shape, dtype=np.float32)
+    else:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            out = pysteps.nowcasts.get_method("steps")(
+                dbr,
+                window.velocity,
+                window.n_out,
+                n_ens_members=members,
+                n_cascade_levels=6,
+                precip_thr=10.0 * np.log10(baselines.RAIN_THRESHOLD_MM_H),
+                kmperpixel=float(np.mean(window.spacing_km)),
+                timestep=float(window.step_minutes),
+                noise_method="nonparametric",
+                vel_pert_method="bps",
+                mask_method="incremental",
+                seed=seed,
+            )
+        out = baselines.from_dbr(out).astype(np.float32)
+    out[:, :, ~np.isfinite(rates[-1])] = np.nan
+    return out
+
+
+def model_method(forecaster) -> Method:
+    """A trained :class:`~nowcast.forecast.Forecaster` as a method: ``(1, n_out, H, W)`` mm/h."""
+
+    def forecast(window: Window) -> np.ndarray:
+        return forecaster.forecast(window.rates, window.n_out, window.step_minutes, window.spacing_km)[None]
+
+    return forecast
+
+
+def get_method(name: str, forecaster=None, members: int = DEFAULT_MEMBERS) -> Method:
+    """Look up a forecast method by name; the error lists the valid names.
+
+    ``forecaster`` is needed for ``model``; ``members`` sets the size of a STEPS ensemble.
+    """
+    if name == "model":
+        if forecaster is None:
+            raise UserError("method 'model' needs a checkpoint")
+        return model_method(forecaster)
+    methods: dict[str, Method] = {
+        "persistence": _persistence,
+        "extrapolation": _extrapolation,
+        "sprog": _sprog,
+        "steps": partial(steps, members=members),
+    }
+    try:
+        return methods[name]
+    except KeyError:
+        raise UserError(f"unknown method {name!r}; choose from {list(METHOD_NAMES)}") from None
+
+
+def deterministic(members: np.ndarray) -> np.ndarray:
+    """One field per lead from a method's output ``(M, T, H, W)``: the member itself or the ensemble mean."""
+    return members[0] if members.shape[0] == 1 else np.mean(members, axis=0)

@@ -1,0 +1,65 @@
+"""Exceedance probabilities ``P(R ≥ u)`` per threshold and lead time, from any forecast method.
+
+* An ensemble ``(M, T, H, W)`` with ``M > 1`` (STEPS): the fraction of members at or above ``u``.
+* One deterministic forecast (the network, extrapolation): the fraction of pixels at or above ``u``
+  in a square neighbourhood whose half-width grows linearly with lead time, ``radius_km =
+  km_per_minute × lead``: the neighbourhood ensemble of Theis et al. (2005, Meteorol. Appl. 12), the
+  spatial uncertainty of a forecast growing with its lead. :data:`NEIGHBOURHOOD_KM_PER_MINUTE` was
+  chosen by Brier skill on the validation radar (see ``benchmarks/probabilistic.py``).
+
+Pixels without data (NaN in the forecast) stay NaN and do not count in a neighbour's fraction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+#: Neighbourhood half-width growth, km per minute of lead time (chosen on the validation radar).
+NEIGHBOURHOOD_KM_PER_MINUTE = 0.25
+
+
+def neighbourhood_radius_px(lead_minutes: float, spacing_km: float, km_per_minute: float) -> int:
+    """Half-width in pixels of the neighbourhood at one lead time."""
+    return int(round(km_per_minute * lead_minutes / spacing_km))
+
+
+def exceedance(
+    members: np.ndarray,
+    thresholds: Sequence[float],
+    lead_minutes: Sequence[float],
+    spacing_km: float = 1.0,
+    km_per_minute: float = NEIGHBOURHOOD_KM_PER_MINUTE,
+) -> np.ndarray:
+    """``P(R ≥ u)`` in [0, 1], ``(U, T, H, W)`` float32, from a method's output ``(M, T, H, W)`` mm/h.
+
+    Ensembles use member fractions; a single forecast uses the growing neighbourhood (see the module
+    docstring). NaN where the forecast has no data.
+    """
+    members = np.asarray(members, dtype=np.float32)
+    no_data = ~np.isfinite(members).all(axis=0)  # (T, H, W)
+    out = np.empty((len(thresholds), *members.shape[1:]), dtype=np.float32)
+    for k, threshold in enumerate(thresholds):
+        wet = np.nan_to_num(members, nan=0.0) >= threshold  # (M, T, H, W)
+        if members.shape[0] > 1:
+            out[k] = wet.mean(axis=0)
+            continue
+        for t, lead in enumerate(lead_minutes):
+            out[k, t] = neighbourhood_fraction(
+                wet[0, t], ~no_data[t], neighbourhood_radius_px(lead, spacing_km, km_per_minute)
+            )
+    out[:, no_data] = np.nan
+    return out
+
+
+def neighbourhood_fraction(event: np.ndarray, valid: np.ndarray, radius: int) -> np.ndarray:
+    """Fraction of valid pixels with the event within ``radius`` pixels (a square), ``(H, W)``."""
+    if radius <= 0:
+        return event.astype(np.float32)
+    size = 2 * radius + 1
+    hits = ndimage.uniform_filter(event.astype(np.float32), size=size, mode="constant")
+    count = ndimage.uniform_filter(valid.astype(np.float32), size=size, mode="constant")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.clip(np.where(count > 0, hits / count, 0.0), 0.0, 1.0).astype(np.float32)

@@ -1,0 +1,153 @@
+"""One forecast interface and probabilistic nowcasts: probabilities, scores, methods, outputs."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import write_sequence
+from nowcast import evaluate
+from nowcast.errors import UserError
+from nowcast.forecast import match_distribution
+from nowcast.methods import METHOD_NAMES, Window, deterministic, get_method
+from nowcast.probability import exceedance, neighbourhood_fraction
+from nowcast.probscores import ProbabilisticScorer
+
+
+def test_ensemble_probability_is_the_member_fraction():
+    members = np.zeros((4, 1, 2, 2), dtype=np.float32)
+    members[:3, 0, 0, 0] = 2.0  # three of four members at 2 mm/h
+    members[0, 0, 1, 1] = 6.0
+    members[:, 0, 0, 1] = np.nan
+    p = exceedance(members, [1.0, 5.0], [5.0])
+    assert p.shape == (2, 1, 2, 2)
+    assert p[0, 0, 0, 0] == pytest.approx(0.75)
+    assert p[1, 0, 1, 1] == pytest.approx(0.25)
+    assert p[0, 0, 1, 0] == 0.0
+    assert np.isnan(p[:, 0, 0, 1]).all()
+
+
+def test_neighbourhood_fraction_counts_valid_pixels_only():
+    event = np.zeros((7, 7), dtype=bool)
+    event[3, 3] = True
+    valid = np.ones((7, 7), dtype=bool)
+    assert np.array_equal(neighbourhood_fraction(event, valid, 0), event.astype(np.float32))
+    p = neighbourhood_fraction(event, valid, 1)
+    assert p[3, 3] == pytest.approx(1 / 9) and p[2, 4] == pytest.approx(1 / 9) and p[1, 3] == 0.0
+    valid[2:5, 2] = False  # three neighbours without data: 1 of 6 valid pixels is wet
+    assert neighbourhood_fraction(event, valid, 1)[3, 3] == pytest.approx(1 / 6)
+
+
+def test_neighbourhood_grows_with_lead_time():
+    forecast = np.zeros((1, 2, 41, 41), dtype=np.float32)
+    forecast[0, :, 20, 20] = 3.0
+    p = exceedance(forecast, [1.0], [10.0, 20.0], spacing_km=1.0, km_per_minute=0.1)  # radius 1 then 2 px
+    assert p[0, 0, 20, 20] == pytest.approx(1 / 9)
+    assert p[0, 1, 20, 20] == pytest.approx(1 / 25)
+    assert p[0, 1, 18, 18] > 0 and p[0, 0, 18, 18] == 0
+
+
+def test_brier_and_skill_by_hand():
+    observed = np.array([[[0.0, 2.0], [3.0, 0.0]]])  # (T=1, 2, 2): events at 1 mm/h in 2 of 4 pixels
+    valid = np.ones_like(observed, dtype=bool)
+    prob = np.array([[[[0.2, 0.6], [1.0, 0.0]]]])  # (U=1, T=1, 2, 2)
+    scorer = ProbabilisticScorer([1.0], 1)
+    scorer.update(prob, observed, valid)
+    scores = scorer.compute()
+    brier = (0.2**2 + 0.4**2 + 0.0 + 0.0) / 4
+    assert scores["brier"][1.0]["by_lead"][0] == pytest.approx(brier)
+    assert scores["bss"][1.0]["mean"] == pytest.approx(1 - brier / 0.25)
+    climatology = ProbabilisticScorer([1.0], 1)
+    climatology.update(np.full_like(prob, 0.5), observed, valid)
+    assert climatology.compute()["bss"][1.0]["mean"] == pytest.approx(0.0)
+
+
+def test_perfect_probabilities_score_perfectly():
+    rng = np.random.default_rng(0)
+    observed = rng.gamma(0.5, 2.0, size=(3, 16, 16))
+    valid = np.ones_like(observed, dtype=bool)
+    valid[:, 0, 0] = False
+    prob = (observed >= 1.0).astype(float)[None]
+    scorer = ProbabilisticScorer([1.0], 3)
+    scorer.update(prob, observed, valid)
+    scores = scorer.compute()
+    assert scores["bss"][1.0]["mean"] == pytest.approx(1.0)
+    assert scores["roc_area"][1.0] == pytest.approx(1.0, abs=1e-6)
+    rel = scores["reliability"][1.0]
+    assert rel["forecast"] == pytest.approx(rel["observed"])
+    assert sum(rel["count"]) == valid.sum()
+
+
+def test_crps_and_rank_histogram_through_pysteps():
+    from pysteps.verification.probscores import CRPS
+
+    rng = np.random.default_rng(1)
+    members = rng.gamma(1.0, 2.0, size=(5, 2, 8, 8))
+    observed = rng.gamma(1.0, 2.0, size=(2, 8, 8))
+    valid = np.ones_like(observed, dtype=bool)
+    scorer = ProbabilisticScorer([1.0], 2, members=5)
+    scorer.update(exceedance(members, [1.0], [5.0, 10.0]), observed, valid, members)
+    scores = scorer.compute()
+    assert scores["crps"]["by_lead"][0] == pytest.approx(CRPS(members[:, 0], observed[0]))
+    assert len(scores["rank_histogram"]) == 6 and sum(scores["rank_histogram"]) == pytest.approx(1.0)
+
+
+def moving_rain(n: int = 6, size: int = 48) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size].astype(float)
+    frames = [6.0 * np.exp(-((xx - 14 - 1.5 * t) ** 2 + (yy - 24) ** 2) / 40.0) for t in range(n)]
+    rates = np.stack(frames).astype(np.float32)
+    rates[:, :3, :3] = np.nan  # a corner without data
+    return rates
+
+
+@pytest.mark.parametrize("name", ["persistence", "extrapolation", "sprog", "steps"])
+def test_every_method_answers_members_times_leads(name):
+    window = Window(moving_rain(), n_out=3, step_minutes=5.0)
+    out = get_method(name, members=3)(window)
+    assert out.shape == ((3 if name == "steps" else 1), 3, 48, 48)
+    assert np.isnan(out[:, :, 0, 0]).all()
+    assert np.all(np.nan_to_num(out) >= 0) and np.nanmax(out) > 1.0
+    assert deterministic(out).shape == (3, 48, 48)
+
+
+def test_unknown_method_lists_the_known_ones():
+    with pytest.raises(UserError, match="steps"):
+        get_method("optical")
+    with pytest.raises(UserError, match="checkpoint"):
+        get_method("model")
+    assert "steps" in METHOD_NAMES
+
+
+def test_probability_matching_keeps_ranks_and_takes_the_reference_distribution():
+    rng = np.random.default_rng(2)
+    reference = rng.gamma(0.6, 3.0, size=(20, 20))
+    reference[reference < 0.5] = 0.0
+    reference[0, :4] = np.nan
+    forecast = (np.abs(rng.normal(size=(2, 20, 20))) * 0.5).astype(np.float32)  # smooth, weak, all wet
+    matched = match_distribution(forecast, reference)
+    target = np.sort(np.nan_to_num(reference).ravel())
+    assert np.allclose(np.sort(matched[0].ravel()), target)
+    wet = matched[1] > 0
+    assert forecast[1][wet].min() >= forecast[1][~wet].max()  # the wettest pixels stay the wettest
+    assert not match_distribution(forecast, np.zeros((20, 20))).any()
+
+
+def test_evaluate_scores_probabilities_against_steps(tmp_path, tiny_radar_checkpoint):
+    write_sequence(tmp_path / "r", n=8, size=40, speed=2.0)
+    out = tmp_path / "eval"
+    argv = ["--input", str(tmp_path / "r"), "--output", str(out), "--checkpoint", str(tiny_radar_checkpoint)]
+    argv += ["--minutes", "10", "--methods", "model", "extrapolation", "steps", "--members", "3", "-q"]
+    assert evaluate.main([*argv, "--probability-thresholds", "1", "4"]) == 0
+    doc = json.loads((out / "metrics.json").read_text())
+    steps = doc["probabilistic"]["steps"]
+    assert set(doc["probabilistic"]) == {"model", "extrapolation", "steps"}
+    assert len(steps["bss"]["4.0"]["by_lead"]) == 2 and 0 <= steps["roc_area"]["1.0"] <= 1
+    assert "crps" in steps and "crps" not in doc["probabilistic"]["model"]
+    assert set(doc["seconds_per_window"]) >= {"model", "extrapolation", "steps", "motion"}
+    rows = (out / "metrics.csv").read_text()
+    assert "steps,bss,4.0" in rows and "model,roc_area,1.0" in rows
+    for name in ("reliability.png", "roc.png"):
+        assert Image.open(out / name).size[0] > 400
+    assert evaluate.main([*argv, "--overwrite", "--members", "1"]) == 2
+    assert evaluate.main([*argv, "--overwrite", "--probability-thresholds", "0"]) == 2
