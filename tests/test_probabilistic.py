@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import write_sequence
 from PIL import Image
 
-from conftest import write_sequence
 from nowcast import evaluate
 from nowcast.errors import UserError
 from nowcast.forecast import match_distribution
