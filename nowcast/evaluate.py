@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     panels = {
         k: result.example[k] for k in ("observed", "model", "extrapolation", "persistence") if k in result.example
     }
-    plots.comparison_gif(panels, result.example_times[result.spec.n_in :], leads, out / "comparison.gif")
+    plots.animate(panels, plots.time_captions(result.example_times[result.spec.n_in :], leads), out / "comparison.gif")
     if not args.quiet:
         print(summary_table(document, thresholds), file=sys.stderr)
         if result.probabilistic:

@@ -7,7 +7,7 @@ lowest level).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -40,13 +40,6 @@ def radar_colormap():
     return cmap.with_extremes(under="white", bad="#d9d9d9"), norm, levels
 
 
-def _style(radar: bool) -> dict:
-    if radar:
-        cmap, norm, _ = radar_colormap()
-        return {"cmap": cmap, "norm": norm}
-    return {"cmap": "gray", "vmin": 0.0, "vmax": 1.0}
-
-
 def _figure_to_image(fig) -> Image.Image:
     fig.canvas.draw()
     return Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
@@ -68,48 +61,105 @@ def _save_figure(fig, path: str | Path) -> None:
     plt.close(fig)
 
 
-def sequence_gif(
-    inputs: np.ndarray,
-    truth: np.ndarray,
-    forecast: np.ndarray,
+def animate(
+    panels: Mapping[str, np.ndarray],
+    captions: Sequence[str],
     path: str | Path,
-    radar: bool = False,
+    kind: str = "radar",
+    columns: int | None = None,
 ) -> int:
-    """GIF of input frames, then ground truth beside forecast; one row per sample.
+    """The one GIF builder: panels side by side, one GIF frame per caption.
 
-    Arrays are ``(N, T, H, W)`` in physical units. Returns the number of GIF frames.
+    Parameters
+    ----------
+    panels
+        Panel title → frames ``(T, H, W)``, all of the same ``T``; NaN shows as no data (grey in
+        radar and probability pictures, blank in grey ones).
+    captions
+        The figure's title at each of the ``T`` frames (valid time, lead time…).
+    path
+        GIF to write (atomically).
+    kind
+        ``radar``: rain rate in mm/h on pysteps' colour scale with a colour bar; ``probability``:
+        values in [0, 1] with a colour bar; ``gray``: Moving-MNIST intensities in [0, 1].
+    columns
+        Panels per row (default: all in one row).
+
+    Returns
+    -------
+    int
+        The number of GIF frames.
+
     """
-    n, t_in = inputs.shape[:2]
-    t_out = truth.shape[1]
-    style = _style(radar)
-    fig, axes = plt.subplots(n, 2, figsize=(5, 2.5 * n + 0.4), squeeze=False)
+    names = list(panels)
+    columns = columns or len(names)
+    rows = -(-len(names) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns + 1.2, 3.2 * rows + 0.5), squeeze=False)
+    style = _panel_style(kind)
     artists = []
-    for row in range(n):
-        left = axes[row, 0].imshow(inputs[row, 0], **style)
-        right = axes[row, 1].imshow(np.full_like(inputs[row, 0], np.nan), **style)
-        artists.append((left, right))
-        for ax in axes[row]:
-            ax.set_xticks([])
-            ax.set_yticks([])
+    for ax, name in zip(axes.flat, names, strict=False):
+        artists.append(ax.imshow(panels[name][0], interpolation="nearest", **style))
+        ax.set_title(name, fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in list(axes.flat)[len(names) :]:
+        ax.set_axis_off()
+    if kind == "radar":
+        fig.colorbar(artists[0], ax=axes.ravel().tolist(), ticks=radar_colormap()[2], shrink=0.8, label="mm/h")
+    elif kind == "probability":
+        fig.colorbar(artists[0], ax=axes.ravel().tolist(), shrink=0.8, label="probability")
     title = fig.suptitle("")
     images = []
-    for t in range(t_in + t_out):
-        forecasting = t >= t_in
-        for row, (left, right) in enumerate(artists):
-            if forecasting:
-                left.set_data(truth[row, t - t_in])
-                right.set_data(forecast[row, t - t_in])
-            else:
-                left.set_data(inputs[row, t])
-                right.set_data(np.full_like(inputs[row, t], np.nan))
-        axes[0, 0].set_title("ground truth" if forecasting else "input")
-        axes[0, 1].set_title("forecast" if forecasting else "")
-        label = f"lead +{t - t_in + 1}" if forecasting else f"input {t + 1}/{t_in}"
-        title.set_text(label)
+    for t, caption in enumerate(captions):
+        for artist, name in zip(artists, names, strict=True):
+            artist.set_data(panels[name][t])
+        title.set_text(caption)
         images.append(_figure_to_image(fig))
     plt.close(fig)
     save_gif(images, path)
     return len(images)
+
+
+def _panel_style(kind: str) -> dict:
+    if kind == "radar":
+        cmap, norm, _ = radar_colormap()
+        return {"cmap": cmap, "norm": norm}
+    if kind == "probability":
+        cmap = matplotlib.colormaps["Blues"].with_extremes(bad="#d9d9d9")
+        return {"cmap": cmap, "vmin": 0.0, "vmax": 1.0}
+    if kind == "gray":
+        return {"cmap": "gray", "vmin": 0.0, "vmax": 1.0}
+    raise ValueError(f"unknown picture kind {kind!r}; choose radar, probability or gray")
+
+
+def sample_panels(
+    inputs: np.ndarray, truth: np.ndarray, forecast: np.ndarray
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Panels and captions for :func:`animate` of a training run's test samples.
+
+    Arrays are ``(N, T, H, W)``; each sample gets an "observed" panel (inputs, then the truth) and a
+    "forecast" panel (blank during the inputs), two panels per row.
+    """
+    t_in, t_out = inputs.shape[1], truth.shape[1]
+    blank = np.full_like(inputs, np.nan)
+    panels = {}
+    for n in range(inputs.shape[0]):
+        panels[f"sample {n + 1}: observed"] = np.concatenate([inputs[n], truth[n]])
+        panels[f"sample {n + 1}: forecast"] = np.concatenate([blank[n], forecast[n]])
+    captions = [f"input {t + 1}/{t_in}" for t in range(t_in)] + [f"lead +{t + 1}" for t in range(t_out)]
+    return panels, captions
+
+
+def time_captions(valid_times: Sequence, leads_minutes: Sequence[float | None], title: str = "") -> list[str]:
+    """Captions ``"<title>  YYYY-mm-dd HH:MM UTC  observed|forecast +N min"`` for :func:`animate`."""
+    import pandas as pd
+
+    captions = []
+    for when, lead in zip(valid_times, leads_minutes, strict=True):
+        kind = "observed" if lead is None else f"forecast +{lead:g} min"
+        captions.append(f"{title}  {pd.Timestamp(when):%Y-%m-%d %H:%M} UTC  {kind}".strip())
+    return captions
 
 
 def sample_grid(
@@ -117,7 +167,7 @@ def sample_grid(
 ) -> None:
     """PNG grid per sample: last input frames, observed and forecast rows by lead."""
     n, t_out = truth.shape[:2]
-    style = _style(radar)
+    style = _panel_style("radar" if radar else "gray")
     fig, axes = plt.subplots(2 * n, t_out, figsize=(1.3 * t_out, 2.7 * n), squeeze=False)
     for s in range(n):
         for t in range(t_out):
@@ -175,41 +225,6 @@ def loss_curve(history: Sequence[dict[str, float]], path: str | Path) -> None:
     ax.legend()
     fig.tight_layout()
     _save_figure(fig, path)
-
-
-def radar_gif(
-    frames: np.ndarray,
-    valid_times: Sequence,
-    leads_minutes: Sequence[float | None],
-    path: str | Path,
-    title: str = "",
-) -> int:
-    """Radar GIF: each frame in mm/h with a colour bar, valid time and lead in its title.
-
-    ``frames`` is ``(T, H, W)``; ``leads_minutes[t]`` is None for observed frames. Returns the
-    number of GIF frames.
-    """
-    import pandas as pd
-
-    cmap, norm, levels = radar_colormap()
-    fig, ax = plt.subplots(figsize=(6, 5.2))
-    image = ax.imshow(frames[0], cmap=cmap, norm=norm, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    bar = fig.colorbar(image, ax=ax, ticks=levels, shrink=0.85, extend="max")
-    bar.set_label("rain rate (mm/h)")
-    label = ax.set_title("")
-    images = []
-    for t in range(frames.shape[0]):
-        image.set_data(frames[t])
-        when = pd.Timestamp(valid_times[t]).strftime("%Y-%m-%d %H:%M UTC")
-        lead = leads_minutes[t]
-        kind = "observed" if lead is None else f"forecast +{lead:g} min"
-        label.set_text(f"{title}\n{when}  {kind}".strip())
-        images.append(_figure_to_image(fig))
-    plt.close(fig)
-    save_gif(images, path)
-    return len(images)
 
 
 def categorical_by_lead(
@@ -310,31 +325,3 @@ def roc_curves(probabilistic: dict[str, dict], path: str | Path) -> None:
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     _save_figure(fig, path)
-
-
-def comparison_gif(
-    panels: dict[str, np.ndarray], times: Sequence, lead_minutes: Sequence[float], path: str | Path
-) -> int:
-    """Side-by-side radar GIF, one panel per entry of ``panels`` (each ``(T, H, W)`` mm/h)."""
-    import pandas as pd
-
-    cmap, norm, levels = radar_colormap()
-    names = list(panels)
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names) + 1, 3.6), squeeze=False)
-    artists = []
-    for ax, name in zip(axes[0], names, strict=True):
-        artists.append(ax.imshow(panels[name][0], cmap=cmap, norm=norm, interpolation="nearest"))
-        ax.set_title(name)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.colorbar(artists[0], ax=axes[0].tolist(), ticks=levels, shrink=0.8, label="mm/h")
-    title = fig.suptitle("")
-    images = []
-    for t in range(len(lead_minutes)):
-        for artist, name in zip(artists, names, strict=True):
-            artist.set_data(panels[name][t])
-        title.set_text(f"{pd.Timestamp(times[t]):%Y-%m-%d %H:%M}  lead +{lead_minutes[t]:g} min")
-        images.append(_figure_to_image(fig))
-    plt.close(fig)
-    save_gif(images, path)
-    return len(images)

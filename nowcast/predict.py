@@ -96,6 +96,23 @@ def device_name(text: str) -> str:
     return text
 
 
+def parse_thresholds(text: str) -> list[float]:
+    """``--probabilities 1,5,10`` → rain-rate thresholds in mm/h, positive, finite, distinct, sorted."""
+    try:
+        values = sorted({float(v) for v in text.split(",")})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not comma-separated rain rates in mm/h, e.g. 1,5,10") from None
+    if not values or not all(np.isfinite(v) and 0 < v <= 500 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: thresholds must be rain rates above 0 and at most 500 mm/h")
+    return values
+
+
+def probability_gif_path(gif: str) -> Path:
+    """Where the probability animation goes beside ``--gif FILE.gif``: ``FILE_probability.gif``."""
+    path = Path(gif)
+    return path.with_name(f"{path.stem}_probability.gif")
+
+
 def parse_region(text: str) -> tuple[float, float, float, float]:
     """``XMIN,XMAX,YMIN,YMAX`` → a tuple of four finite floats with min < max."""
     try:
@@ -140,6 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"forecast length in minutes (default {DEFAULT_MINUTES:g})",
     )
     horizon.add_argument("--steps", type=int, default=None, help="forecast length in input time steps")
+    parser.add_argument(
+        "--probabilities",
+        type=parse_thresholds,
+        default=None,
+        metavar="U1,U2,...",
+        help="also write P(rain rate >= U mm/h) per threshold and lead time into the netCDF "
+        "(and FILE_probability.gif beside --gif), e.g. 1,5,10",
+    )
     return parser
 
 
@@ -211,10 +236,12 @@ def warn_step(forecaster: Forecaster, step: float, say: Callable[[str], None]) -
 
 def run(args: argparse.Namespace) -> int:
     """Carry out a parsed predict command; raises UserError/CheckpointError on bad input."""
-    from nowcast.io.forecast_writer import forecast_dataset, write_forecast
+    from nowcast.io.forecast_writer import add_probabilities, forecast_dataset, write_forecast
+    from nowcast.probability import exceedance
 
     say = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    check_outputs([args.output, args.gif], args.overwrite, [".nc", ".gif"])
+    probability_gif = str(probability_gif_path(args.gif)) if args.gif and args.probabilities else None
+    check_outputs([args.output, args.gif, probability_gif], args.overwrite, [".nc", ".gif", ".gif"])
     forecaster = Forecaster.from_checkpoint(args.checkpoint, args.device, args.precision)
     ds = open_input(args)
     window, step = last_regular_frames(ds, forecaster.t_in)
@@ -222,7 +249,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{ds.attrs['source_files'][-1]}: the latest frame has no valid data (all NaN)")
     warn_step(forecaster, step, say)
     n_out = horizon_steps(step, args.minutes, args.steps)
-    forecast = forecaster.forecast(window["rainfall_rate"].values, n_out, step, grid_spacing_km(ds))
+    spacing = grid_spacing_km(ds)
+    spacing_km = float(np.mean(spacing))
+    forecast = forecaster.forecast(window["rainfall_rate"].values, n_out, step, spacing)
     attrs = {
         "nowcast_model": f"{forecaster.frame} {forecaster.model.config.cell} encoder-forecaster "
         f"{forecaster.model.config.hidden}",
@@ -232,17 +261,24 @@ def run(args: argparse.Namespace) -> int:
         "nowcast_time_step_minutes": float(step),
     }
     out = forecast_dataset(window, forecast, step, attrs)
+    if args.probabilities:
+        probability = exceedance(forecast[None], args.probabilities, out["lead_time"].values, spacing_km)
+        out = add_probabilities(out, probability, args.probabilities)
     write_forecast(out, args.output)
     say(f"wrote {args.output}: {n_out} frames every {step:g} min from {pd.Timestamp(window['time'].values[-1])}")
     if args.gif:
-        from nowcast.plots import radar_gif
+        from nowcast.plots import animate, time_captions
 
         observed = window["rainfall_rate"].values
         frames = np.concatenate([observed, forecast])
         times = list(window["time"].values) + list(out["time"].values)
         leads = [None] * len(observed) + list(out["lead_time"].values)
-        radar_gif(frames, times, leads, args.gif, title="nowcast")
+        animate({"nowcast": frames}, time_captions(times, leads), args.gif)
         say(f"wrote {args.gif}")
+    if probability_gif:
+        panels = {f"P(R ≥ {u:g} mm/h)": p for u, p in zip(args.probabilities, out["probability"].values, strict=True)}
+        animate(panels, time_captions(out["time"].values, out["lead_time"].values), probability_gif, kind="probability")
+        say(f"wrote {probability_gif}")
     return 0
 
 

@@ -545,7 +545,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     plots.scores_by_lead(result["scores"], run_dir / "scores_by_lead.png", trainer.bundle.thresholds)
     plots.loss_curve(trainer.state.history, run_dir / "loss_curve.png")
     inputs, truth, forecast = result["example"]
-    plots.sequence_gif(inputs[:, :, 0], truth, forecast, run_dir / "forecast.gif", radar=trainer.bundle.radar)
+    kind = "radar" if trainer.bundle.radar else "gray"
+    plots.animate(*plots.sample_panels(inputs[:, :, 0], truth, forecast), run_dir / "forecast.gif", kind)
     plots.sample_grid(inputs[:, :, 0], truth, forecast, run_dir / "samples.png", radar=trainer.bundle.radar)
     log.info("outputs in %s", run_dir)
     if dist.is_initialized():

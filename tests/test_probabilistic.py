@@ -151,3 +151,36 @@ def test_evaluate_scores_probabilities_against_steps(tmp_path, tiny_radar_checkp
         assert Image.open(out / name).size[0] > 400
     assert evaluate.main([*argv, "--overwrite", "--members", "1"]) == 2
     assert evaluate.main([*argv, "--overwrite", "--probability-thresholds", "0"]) == 2
+
+
+def test_predict_writes_probabilities_into_the_netcdf_and_a_gif(tmp_path, radar_dir, tiny_radar_checkpoint):
+    import xarray as xr
+
+    from nowcast import predict
+
+    out, gif = tmp_path / "fc.nc", tmp_path / "fc.gif"
+    argv = ["--input", str(radar_dir), "--output", str(out), "--gif", str(gif), "--steps", "3"]
+    argv += ["--checkpoint", str(tiny_radar_checkpoint), "--probabilities", "5,1", "-q"]
+    assert predict.main(argv) == 0
+    ds = xr.open_dataset(out)
+    prob = ds["probability"]
+    assert prob.dims == ("threshold", "time", "y", "x") and prob.shape == (2, 3, 32, 32)
+    assert list(ds["threshold"].values) == [1.0, 5.0] and ds["threshold"].attrs["units"] == "mm h-1"
+    assert prob.attrs["units"] == "1"
+    values = prob.values[np.isfinite(prob.values)]
+    assert values.min() >= 0 and values.max() <= 1
+    assert np.all(prob.values[0] >= prob.values[1] - 1e-6)  # P(R ≥ 1) ≥ P(R ≥ 5)
+    wet = ds["rainfall_rate"].values >= 1.0
+    assert np.all(prob.values[0][wet & np.isfinite(prob.values[0])] > 0)
+    assert Image.open(tmp_path / "fc_probability.gif").n_frames == 3
+
+
+@pytest.mark.parametrize("value", ["0", "abc", "1,nan", "-1", "1e9"])
+def test_predict_refuses_bad_probability_thresholds(tmp_path, radar_dir, value, capsys):
+    from nowcast import predict
+
+    with pytest.raises(SystemExit) as stop:
+        predict.main(["--input", str(radar_dir), "--output", str(tmp_path / "x.nc"), "--probabilities", value])
+    assert stop.value.code == 2
+    assert "--probabilities" in capsys.readouterr().err
+    assert not list(tmp_path.glob("x.nc*"))

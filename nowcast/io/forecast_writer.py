@@ -73,6 +73,36 @@ def forecast_dataset(
     return ds
 
 
+def add_probabilities(ds: xr.Dataset, probability: np.ndarray, thresholds: list[float]) -> xr.Dataset:
+    """Add ``probability`` ``(threshold, time, y, x)``: P(rain rate ≥ threshold), in [0, 1].
+
+    The ``threshold`` coordinate carries the thresholded quantity's standard name and units (mm/h),
+    the CF way of writing threshold-exceedance probabilities; ``probability`` has units ``1`` and
+    the forecast's grid mapping. See :mod:`nowcast.probability` for how it is computed.
+    """
+    threshold = xr.DataArray(
+        np.asarray(thresholds, dtype=np.float32),
+        dims="threshold",
+        attrs={"standard_name": "rainfall_rate", "long_name": "rain rate threshold", "units": "mm h-1"},
+    )
+    prob = xr.DataArray(
+        probability.astype(np.float32),
+        dims=("threshold", "time", "y", "x"),
+        coords={"threshold": threshold},
+        attrs={
+            "long_name": "probability of rainfall rate at or above threshold",
+            "units": "1",
+            "valid_range": np.array([0.0, 1.0], dtype=np.float32),
+            "comment": "from the deterministic forecast: fraction of neighbouring pixels at or above the "
+            "threshold, the neighbourhood growing with lead time (nowcast.probability)",
+        },
+    )
+    if "grid_mapping" in ds["rainfall_rate"].attrs:
+        prob.attrs["grid_mapping"] = ds["rainfall_rate"].attrs["grid_mapping"]
+    prob.encoding.update({"zlib": True, "complevel": 4, "_FillValue": np.float32(np.nan)})
+    return ds.assign(probability=prob)
+
+
 def write_forecast(ds: xr.Dataset, path: str | Path) -> None:
     """Write ``ds`` to netCDF via a temporary file renamed into place."""
     encoding = {"time": {"units": "minutes since 1970-01-01 00:00:00", "dtype": "float64"}}

@@ -1,0 +1,91 @@
+"""Probabilistic nowcasts: choose the neighbourhood growth on the validation radar, then score.
+
+1. ``choose``: on the validation radar only (RMI, never trained on), forecast every window with the
+   model once and score its exceedance probabilities for several neighbourhood growths (km of
+   half-width per minute of lead, :mod:`nowcast.probability`); the best mean Brier skill over the
+   thresholds is the shipped :data:`nowcast.probability.NEIGHBOURHOOD_KM_PER_MINUTE`.
+2. ``score``: ``nowcast-evaluate`` on a radar the model was not trained on, model against
+   extrapolation and a STEPS ensemble, with seconds per window.
+
+    python benchmarks/probabilistic.py choose --checkpoint runs/loo/bom/train/checkpoints/best.pt
+    python benchmarks/probabilistic.py score --checkpoint runs/loo/bom/train/checkpoints/best.pt \\
+        --radar ../shared/radar/bom-melbourne-2018-06-16 --out runs/prob/bom
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from nowcast.evaluation import common_mask, iter_windows, window_spec, window_starts
+from nowcast.forecast import Forecaster
+from nowcast.io.radar import open_radar
+from nowcast.methods import Window, get_method
+from nowcast.probability import exceedance
+from nowcast.probscores import ProbabilisticScorer
+from nowcast.regrid import grid_spacing_km
+
+GROWTHS_KM_PER_MINUTE = (0.0, 0.1, 0.2, 0.3, 0.5, 0.8)
+THRESHOLDS = (1.0, 5.0)
+
+
+def choose(checkpoint: Path, radar: Path, every: int) -> dict[float, dict]:
+    """Brier skill and ROC area of the model's probabilities for each neighbourhood growth."""
+    forecaster = Forecaster.from_checkpoint(checkpoint)
+    model = get_method("model", forecaster)
+    ds = open_radar(radar, skip_bad=True)
+    spec, sequences = window_spec(ds, 60.0, None, forecaster.t_in)
+    spacing = float(np.mean(grid_spacing_km(ds)))
+    scorers = {g: ProbabilisticScorer(THRESHOLDS, spec.n_out) for g in GROWTHS_KM_PER_MINUTE}
+    for inputs, observed, _ in iter_windows(sequences, spec, window_starts(sequences, spec, every)):
+        window = Window(inputs, spec.n_out, spec.step_minutes, grid_spacing_km(ds))
+        out = model(window)
+        valid = common_mask(observed, [out[0]])
+        for growth, scorer in scorers.items():
+            scorer.update(exceedance(out, THRESHOLDS, window.lead_minutes, spacing, growth), observed, valid)
+    result = {}
+    for growth, scorer in scorers.items():
+        scores = scorer.compute()
+        result[growth] = {
+            "bss": {u: scores["bss"][u]["mean"] for u in THRESHOLDS},
+            "roc_area": {u: scores["roc_area"][u] for u in THRESHOLDS},
+            "mean_bss": float(np.mean([scores["bss"][u]["mean"] for u in THRESHOLDS])),
+        }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("task", choices=["choose", "score"])
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--radar", type=Path, default=Path("../shared/radar/rmi-2021-07-04"))
+    parser.add_argument("--out", type=Path, default=Path("runs/prob"))
+    parser.add_argument("--every", type=int, default=3)
+    parser.add_argument("--members", type=int, default=20)
+    args = parser.parse_args()
+    if args.task == "choose":
+        result = choose(args.checkpoint, args.radar, args.every)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "neighbourhood_choice.json").write_text(json.dumps(result, indent=2))
+        print("| growth km/min | BSS ≥1 | BSS ≥5 | ROC area ≥1 | ROC area ≥5 | mean BSS |\n|---|---|---|---|---|---|")
+        for growth, r in result.items():
+            print(
+                f"| {growth:g} | {r['bss'][1.0]:.3f} | {r['bss'][5.0]:.3f} | {r['roc_area'][1.0]:.3f} | "
+                f"{r['roc_area'][5.0]:.3f} | {r['mean_bss']:.3f} |"
+            )
+        print(f"best: {max(result, key=lambda g: result[g]['mean_bss']):g} km/min")
+        return
+    cmd = [sys.executable, "-m", "nowcast.evaluate", "--input", str(args.radar), "--output", str(args.out)]
+    cmd += ["--checkpoint", str(args.checkpoint), "--minutes", "60", "--every", str(args.every), "--overwrite"]
+    cmd += ["--methods", "model", "extrapolation", "steps", "--members", str(args.members)]
+    cmd += ["--thresholds", "1", "5", "--fss-scales", "17", "--probability-thresholds", "1", "5"]
+    subprocess.run(cmd, check=True)
+
+
+if __name__ == "__main__":
+    main()
