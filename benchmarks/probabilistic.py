@@ -8,8 +8,8 @@
    extrapolation and a STEPS ensemble, with seconds per window.
 
     python benchmarks/probabilistic.py choose --checkpoint runs/loo/bom/train/checkpoints/best.pt
-    python benchmarks/probabilistic.py score --checkpoint runs/loo/bom/train/checkpoints/best.pt \\
-        --radar ../shared/radar/bom-melbourne-2018-06-16 --out runs/prob/bom
+    python benchmarks/probabilistic.py score --checkpoint runs/loo/bom/train/checkpoints/best.pt
+        --radar ../shared/radar/bom-melbourne-2018-06-16 --out runs/prob/bom  (one line)
 """
 
 from __future__ import annotations

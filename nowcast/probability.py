@@ -17,8 +17,10 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-#: Neighbourhood half-width growth, km per minute of lead time (chosen on the validation radar).
-NEIGHBOURHOOD_KM_PER_MINUTE = 0.25
+#: Neighbourhood half-width growth, km per minute of lead time: 30 km at +60 min. Chosen by mean
+#: Brier skill at 1 and 5 mm/h on the validation radar (RMI) among 0, 0.1, 0.2, 0.3, 0.5 and 0.8
+#: (``benchmarks/results/probabilistic/neighbourhood_choice.md``).
+NEIGHBOURHOOD_KM_PER_MINUTE = 0.5
 
 
 def neighbourhood_radius_px(lead_minutes: float, spacing_km: float, km_per_minute: float) -> int:
