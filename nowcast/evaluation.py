@@ -7,7 +7,7 @@ by ``n_out`` frames to forecast; windows start every ``every`` frames in each re
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,6 +56,7 @@ class EvaluationResult:
     example_times: list = field(default_factory=list)
     probabilistic: dict[str, dict] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    samples: list[tuple] = field(default_factory=list)
 
 
 def window_spec(ds: xr.Dataset, minutes_out: float, minutes_in: float | None, t_in: int) -> tuple[WindowSpec, list]:
@@ -127,38 +128,101 @@ def evaluate(
             f"no window of {spec.n_in} + {spec.n_out} frames at {spec.step_minutes:g} min fits the input "
             f"({ds.sizes['time']} frames); shorten --minutes"
         )
-    scorers = {m: Scorer(thresholds, spec.n_out, fss_scales=fss_scales, balanced=True) for m in methods}
+    bar = tqdm(total=total, desc="evaluate", unit="window", disable=not progress)
+    result = score_windows(
+        _counted(iter_windows(sequences, spec, starts), bar),
+        spec,
+        callables,
+        spacing,
+        thresholds,
+        fss_scales,
+        probability_thresholds,
+    )
+    bar.close()
+    return result
+
+
+def _counted(windows: Iterable, bar) -> Iterator:
+    for window in windows:
+        yield window
+        bar.update(1)
+
+
+def make_scorer(thresholds: Sequence[float], n_out: int, fss_scales: Sequence[int] = (), radar: bool = True) -> Scorer:
+    """The deterministic scores of one method: radar gets FSS and B-MSE, Moving-MNIST SSIM."""
+    if radar:
+        return Scorer(thresholds, n_out, fss_scales=fss_scales, balanced=True)
+    return Scorer(thresholds, n_out, ssim_range=1.0)
+
+
+def score_windows(
+    windows: Iterable[tuple[np.ndarray, np.ndarray, list]],
+    spec: WindowSpec,
+    methods: Mapping[str, Method],
+    spacing_km: tuple[float, float] = (1.0, 1.0),
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    fss_scales: Sequence[int] = DEFAULT_FSS_SCALES,
+    probability_thresholds: Sequence[float] = DEFAULT_PROBABILITY_THRESHOLDS,
+    radar: bool = True,
+    keep: int = 0,
+) -> EvaluationResult:
+    """The one scoring path of ``evaluate`` and of a training run's test pass.
+
+    Parameters
+    ----------
+    windows
+        ``(inputs (n_in, H, W), observed (n_out, H, W), times[, step_minutes])`` in physical units
+        (mm/h for radar), NaN where there is no data; a window's own step overrides ``spec``'s.
+    spec
+        Frames in and out and the time step.
+    methods
+        Name → :data:`nowcast.methods.Method`; all are scored on one common mask of pixels valid in
+        the observation and in every forecast.
+    spacing_km
+        Grid spacing ``(dy, dx)``, km.
+    thresholds, fss_scales
+        Event thresholds (mm/h) and FSS window sizes (pixels) of the deterministic scores.
+    probability_thresholds
+        Events (mm/h) whose exceedance probabilities are scored; empty to skip.
+    radar
+        Radar scores (FSS, B-MSE, probabilities) or Moving-MNIST ones (SSIM, no probabilities).
+    keep
+        Keep the first ``keep`` windows' inputs, observations and forecasts in ``samples``.
+
+    """
+    scorers = {m: make_scorer(thresholds, spec.n_out, fss_scales, radar) for m in methods}
+    probability_thresholds = probability_thresholds if radar else ()
     prob_scorers: dict[str, ProbabilisticScorer] = {}
     seconds: dict[str, float] = dict.fromkeys(methods, 0.0)
-    best_rain, example, example_times = -1.0, {}, []
-    bar = tqdm(total=total, desc="evaluate", unit="window", disable=not progress)
-    for inputs, observed, times in iter_windows(sequences, spec, starts):
-        window = Window(inputs, spec.n_out, spec.step_minutes, spacing)
-        outputs = forecast_window(window, callables, seconds)
+    best_rain, example, example_times, samples, count = -1.0, {}, [], [], 0
+    for inputs, observed, times, *step in windows:
+        window = Window(inputs, spec.n_out, step[0] if step and step[0] else spec.step_minutes, spacing_km)
+        outputs = forecast_window(window, methods, seconds)
         forecasts = {name: deterministic(out) for name, out in outputs.items()}
         valid = common_mask(observed, forecasts.values())
         for name, fc in forecasts.items():
             scorers[name].update(np.where(valid, fc, 0.0)[None], np.where(valid, observed, 0.0)[None], valid[None])
-        if probability_thresholds:
-            for name, out in outputs.items():
-                if name not in prob_scorers:
-                    size = out.shape[0] if out.shape[0] > 1 else None
-                    prob_scorers[name] = ProbabilisticScorer(probability_thresholds, spec.n_out, size)
-                probability = exceedance(out, probability_thresholds, window.lead_minutes, float(np.mean(spacing)))
-                prob_scorers[name].update(probability, observed, valid, out if out.shape[0] > 1 else None)
+        for name, out in outputs.items() if probability_thresholds else ():
+            if name not in prob_scorers:
+                size = out.shape[0] if out.shape[0] > 1 else None
+                prob_scorers[name] = ProbabilisticScorer(probability_thresholds, spec.n_out, size)
+            probability = exceedance(out, probability_thresholds, window.lead_minutes, float(np.mean(spacing_km)))
+            prob_scorers[name].update(probability, observed, valid, out if out.shape[0] > 1 else None)
         rain = float(np.nansum(observed))
         if rain > best_rain:
             best_rain, example, example_times = rain, {"observed": observed, **forecasts}, times
-        bar.update(1)
-    bar.close()
+        if count < keep:
+            samples.append((inputs, observed, forecasts))
+        count += 1
     return EvaluationResult(
         spec,
-        total,
+        count,
         {m: s.compute() for m, s in scorers.items()},
         example,
         example_times,
         probabilistic={m: s.compute() for m, s in prob_scorers.items()},
-        seconds={m: s / total for m, s in seconds.items()},
+        seconds={m: s / max(count, 1) for m, s in seconds.items()},
+        samples=samples,
     )
 
 

@@ -32,13 +32,11 @@ from nowcast import __version__
 from nowcast.checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 from nowcast.data import DataBundle, build_data
 from nowcast.forecast import build_model, resolve_device, run_model
-from nowcast.metrics import HKO7_EDGES_MM_H, HKO7_WEIGHTS, Scorer
+from nowcast.metrics import HKO7_EDGES_MM_H, HKO7_WEIGHTS
 from nowcast.models import EncoderForecaster, ModelConfig, count_parameters
 from nowcast.precision import resolve_precision
 
 log = logging.getLogger(__name__)
-
-FSS_SCALES = (1, 5, 17)
 
 
 class TrainingError(RuntimeError):
@@ -161,13 +159,6 @@ def loss_weights(name: str, target: torch.Tensor, bundle: DataBundle) -> torch.T
     rate = bundle.transform.decode(target)
     edges = torch.tensor(HKO7_EDGES_MM_H, device=target.device)
     return torch.tensor(HKO7_WEIGHTS, device=target.device)[torch.bucketize(rate, edges, right=True)]
-
-
-def make_scorer(bundle: DataBundle) -> Scorer:
-    """Scores for the training run's test pass: radar gets FSS and B-MSE, Moving-MNIST SSIM."""
-    if bundle.radar:
-        return Scorer(bundle.thresholds, bundle.t_out, fss_scales=FSS_SCALES, balanced=True)
-    return Scorer(bundle.thresholds, bundle.t_out, ssim_range=1.0)
 
 
 def split_batch(batch: dict[str, torch.Tensor], t_in: int, device: torch.device) -> tuple:
@@ -458,28 +449,62 @@ class Trainer:
     # ------------------------------------------------------------------ test pass
     @torch.no_grad()
     def test(self) -> dict[str, Any]:
-        """Score the best weights and persistence on the test set, in physical units."""
+        """Score the best weights and persistence on the test set through ``evaluate``'s scoring path.
+
+        The network forecasts through :class:`~nowcast.forecast.Forecaster` (rain floor, no-data mask)
+        and persistence through :mod:`nowcast.methods`, scored by
+        :func:`nowcast.evaluation.score_windows` on the test windows in physical units. Lagrangian
+        test windows are already in the frame that moves with the rain, so the model runs there
+        directly and persistence in that frame is LK extrapolation (reported under that name).
+        """
+        from nowcast.evaluation import DEFAULT_FSS_SCALES, WindowSpec, score_windows
+        from nowcast.forecast import Forecaster
+        from nowcast.methods import get_method, model_method
+
         best = self.ckpt_dir / "best.pt"
         if best.exists():
             self.model.load_state_dict(load_checkpoint(best)["model"])
         self.model.eval()
-        # In the Lagrangian frame the last input repeated is LK extrapolation, not persistence.
+        forecaster = Forecaster(
+            model=self.model,
+            transform=self.bundle.transform,
+            t_in=self.bundle.t_in,
+            t_out=self.bundle.t_out,
+            step_minutes=list(self.bundle.step_minutes),
+            device=self.device,
+            precision=self.precision.name,
+        )
         baseline = "extrapolation" if self.bundle.frame == "lagrangian" else "persistence"
-        scorers = {"model": make_scorer(self.bundle), baseline: make_scorer(self.bundle)}
-        decode = self.bundle.transform.decode
-        example = None
-        for batch in self._loader(self.bundle.test):
-            x, y, valid, step = split_batch(batch, self.bundle.t_in, self.device)
-            pred = run_model(self.model, x, self.bundle.t_out, step, self.precision.name)
-            persistence = x[:, -1:].expand_as(y)
-            obs = decode(y).cpu().numpy()[:, :, 0]
-            mask = valid.cpu().numpy()[:, :, 0].astype(bool) if valid is not None else None
-            scorers["model"].update(decode(pred).cpu().numpy()[:, :, 0], obs, mask)
-            scorers[baseline].update(decode(persistence).cpu().numpy()[:, :, 0], obs, mask)
-            if example is None:
-                n = self.tcfg.gif_samples
-                example = (decode(x[:n]).cpu().numpy(), obs[:n], decode(pred[:n]).cpu().numpy()[:, :, 0])
-        return {"scores": {k: s.compute() for k, s in scorers.items()}, "example": example}
+        methods = {"model": model_method(forecaster), baseline: get_method("persistence")}
+        spec = WindowSpec(self.bundle.t_in, self.bundle.t_out, float(np.mean(self.bundle.step_minutes or [1.0])))
+        result = score_windows(
+            test_windows(self.bundle),
+            spec,
+            methods,
+            thresholds=self.bundle.thresholds,
+            fss_scales=DEFAULT_FSS_SCALES,
+            probability_thresholds=(),
+            radar=self.bundle.radar,
+            keep=self.tcfg.gif_samples,
+        )
+        inputs, observed, forecasts = zip(*result.samples, strict=True)
+        example = (np.stack(inputs), np.stack(observed), np.stack([f["model"] for f in forecasts]))
+        return {"scores": result.scores, "example": example}
+
+
+def test_windows(bundle: DataBundle) -> Iterator[tuple]:
+    """The test set as ``(inputs (t_in, H, W), observed (t_out, H, W), times, step_minutes)`` windows.
+
+    Physical units (mm/h for radar), NaN where a radar pixel has no data.
+    """
+    decode = bundle.transform.decode
+    for k in range(len(bundle.test)):
+        item = bundle.test[k]
+        frames = decode(item["frames"][:, 0].numpy()).astype(np.float32)  # (T, H, W)
+        if "valid" in item:
+            frames[item["valid"][:, 0].numpy() < 0.5] = np.nan
+        step = float(item["step_minutes"]) if "step_minutes" in item else None
+        yield frames[: bundle.t_in], frames[bundle.t_in :], [], step
 
 
 def try_compile(model: torch.nn.Module, backend: Any = "inductor") -> torch.nn.Module:
@@ -546,8 +571,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     plots.loss_curve(trainer.state.history, run_dir / "loss_curve.png")
     inputs, truth, forecast = result["example"]
     kind = "radar" if trainer.bundle.radar else "gray"
-    plots.animate(*plots.sample_panels(inputs[:, :, 0], truth, forecast), run_dir / "forecast.gif", kind)
-    plots.sample_grid(inputs[:, :, 0], truth, forecast, run_dir / "samples.png", radar=trainer.bundle.radar)
+    plots.animate(*plots.sample_panels(inputs, truth, forecast), run_dir / "forecast.gif", kind)
+    plots.sample_grid(inputs, truth, forecast, run_dir / "samples.png", radar=trainer.bundle.radar)
     log.info("outputs in %s", run_dir)
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -226,3 +226,34 @@ def test_compile_falls_back_to_eager_when_compiling_fails(monkeypatch):
     net = try_compile(model, backend=broken_backend)
     torch.testing.assert_close(net(x, 2), model(x, 2))
     torch._dynamo.reset()
+
+
+def test_training_test_scores_equal_evaluate_scoring_on_the_same_windows(tiny_radar_checkpoint):
+    """One path: the run's metrics.json test scores are what evaluate's scoring gives with the checkpoint."""
+    from omegaconf import OmegaConf
+
+    from nowcast.data import build_data
+    from nowcast.evaluation import DEFAULT_FSS_SCALES, WindowSpec, score_windows
+    from nowcast.forecast import Forecaster
+    from nowcast.methods import get_method
+    from nowcast.training import test_windows
+
+    metrics = json.loads((tiny_radar_checkpoint.parents[1] / "metrics.json").read_text())
+    payload = load_checkpoint(tiny_radar_checkpoint)
+    bundle = build_data(OmegaConf.create(payload["config"]).data)
+    forecaster = Forecaster.from_checkpoint(tiny_radar_checkpoint, precision="32")
+    methods = {"model": get_method("model", forecaster), "persistence": get_method("persistence")}
+    result = score_windows(
+        test_windows(bundle),
+        WindowSpec(bundle.t_in, bundle.t_out, 5.0),
+        methods,
+        thresholds=bundle.thresholds,
+        fss_scales=DEFAULT_FSS_SCALES,
+        probability_thresholds=(),
+    )
+    assert result.count == len(bundle.test) == 2
+    for method in ("model", "persistence"):
+        ours, theirs = metrics["test"][method], json.loads(json.dumps(result.scores[method]))
+        assert ours["mse"]["by_lead"] == pytest.approx(theirs["mse"]["by_lead"], rel=1e-6)
+        assert ours["csi"] == theirs["csi"]
+        assert ours["fss"]["1.0"]["5"]["by_lead"] == pytest.approx(theirs["fss"]["1.0"]["5"]["by_lead"], nan_ok=True)
