@@ -1,4 +1,4 @@
-"""Saving and loading checkpoints: atomic writes, no pickled code.
+"""Checkpoints: atomic writes, no pickled code, and a training run's payload and resume.
 
 A checkpoint is a dict of tensors and plain Python values (no classes), so it loads with
 ``torch.load(weights_only=True)``. Keys: ``model`` (state dict), ``model_config`` (see
@@ -10,15 +10,20 @@ dict), ``version`` and ``rng`` states.
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
 import os
 import pickle
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 REQUIRED_KEYS = ("model", "model_config", "transform", "data")
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -93,3 +98,79 @@ def slim_checkpoint(source: str | Path, target: str | Path) -> None:
     """Write an inference-only copy of a checkpoint (CPU tensors, no optimiser), e.g. to ship it."""
     payload = load_checkpoint(source, map_location="cpu")
     save_checkpoint({k: payload[k] for k in INFERENCE_KEYS if k in payload}, target)
+
+
+@dataclass
+class RunState:
+    """A training run's bookkeeping, saved in every checkpoint."""
+
+    step: int = 0
+    best_val: float = math.inf
+    stale_validations: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def training_payload(
+    model: torch.nn.Module,
+    model_config: dict[str, Any],
+    transform: dict[str, Any],
+    data: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    state: RunState,
+    loss: str,
+    config: dict[str, Any],
+) -> dict[str, Any]:
+    """A training checkpoint: the weights and what forecasting needs, plus what resuming needs.
+
+    ``data`` holds ``t_in``, ``t_out``, ``step_minutes``, ``thresholds``, ``radar``, ``frame`` and
+    ``grid_km``; ``config`` is the run's resolved Hydra config as plain types.
+    """
+    from nowcast import __version__
+
+    return {
+        "model": model.state_dict(),
+        "model_config": model_config,
+        "transform": transform,
+        "data": data,
+        "optimizer": optimizer.state_dict(),
+        "step": state.step,
+        "best_val": state.best_val,
+        "loss": loss,
+        "stale_validations": state.stale_validations,
+        "history": state.history,
+        "config": config,
+        "version": __version__,
+        "torch_rng": torch.get_rng_state(),
+    }
+
+
+def resume_training(
+    path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_config: dict[str, Any], loss: str
+) -> RunState:
+    """Load weights, optimiser and RNG state from ``path`` into a run; returns its bookkeeping.
+
+    Refuses a checkpoint of another model config (naming what differs). A different ``loss`` is a
+    fine-tuning: the best validation loss restarts.
+    """
+    from nowcast.forecast import build_model
+
+    payload = load_checkpoint(path)
+    saved = dict(payload["model_config"])
+    differ = [f"{k}={saved.get(k)!r} in checkpoint, {v!r} here" for k, v in model_config.items() if saved.get(k) != v]
+    if differ:
+        raise CheckpointError(f"{path}: incompatible model config ({'; '.join(differ)})")
+    build_model(payload, str(path))  # the weights fit the config, or an error names what differs
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    state = RunState(
+        step=int(payload["step"]),
+        best_val=float(payload["best_val"]),
+        stale_validations=int(payload.get("stale_validations", 0)),
+        history=list(payload.get("history", [])),
+    )
+    torch.set_rng_state(payload["torch_rng"])
+    if payload.get("loss", loss) != loss:
+        log.warning("loss changed from %s to %s: best validation loss restarts", payload["loss"], loss)
+        state.best_val, state.stale_validations = math.inf, 0
+    log.info("resumed from %s at step %d", path, state.step)
+    return state

@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +28,16 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
-from nowcast import __version__
-from nowcast.checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
+from nowcast.checkpoint import (
+    RunState,
+    atomic_write,
+    load_checkpoint,
+    resume_training,
+    save_checkpoint,
+    training_payload,
+)
 from nowcast.data import DataBundle, build_data
-from nowcast.forecast import build_model, resolve_device, run_model
+from nowcast.forecast import resolve_device, run_model
 from nowcast.metrics import HKO7_EDGES_MM_H, HKO7_WEIGHTS
 from nowcast.models import EncoderForecaster, ModelConfig, count_parameters
 from nowcast.precision import resolve_precision
@@ -79,16 +85,6 @@ class StepSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return max(0, self.total_steps - self.start_step) * self.batch_size
-
-
-@dataclass
-class RunState:
-    """Mutable bookkeeping saved in every checkpoint."""
-
-    step: int = 0
-    best_val: float = math.inf
-    stale_validations: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 def masked_loss(
@@ -244,30 +240,21 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def payload(self) -> dict[str, Any]:
-        """Everything needed to resume or to forecast, as plain types and tensors."""
-        return {
-            "model": self.model.state_dict(),
-            "model_config": self.model_config.to_dict(),
-            "transform": self.bundle.transform.to_dict(),
-            "data": {
-                "t_in": self.bundle.t_in,
-                "t_out": self.bundle.t_out,
-                "step_minutes": list(self.bundle.step_minutes),
-                "thresholds": list(self.bundle.thresholds),
-                "radar": self.bundle.radar,
-                "frame": self.bundle.frame,
-                "grid_km": self.bundle.grid_km,
-            },
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.state.step,
-            "best_val": self.state.best_val,
-            "loss": self.tcfg.loss,
-            "stale_validations": self.state.stale_validations,
-            "history": self.state.history,
-            "config": OmegaConf.to_container(self.cfg, resolve=True),
-            "version": __version__,
-            "torch_rng": torch.get_rng_state(),
+        """Everything needed to resume or to forecast (see :func:`nowcast.checkpoint.training_payload`)."""
+        data = {
+            "t_in": self.bundle.t_in,
+            "t_out": self.bundle.t_out,
+            "step_minutes": list(self.bundle.step_minutes),
+            "thresholds": list(self.bundle.thresholds),
+            "radar": self.bundle.radar,
+            "frame": self.bundle.frame,
+            "grid_km": self.bundle.grid_km,
         }
+        config = OmegaConf.to_container(self.cfg, resolve=True)
+        return training_payload(
+            self.model, self.model_config.to_dict(), self.bundle.transform.to_dict(), data, self.optimizer, self.state,
+            self.tcfg.loss, config,
+        )  # fmt: skip
 
     def save(self, name: str) -> Path:
         """Write ``checkpoints/<name>.pt`` atomically (rank 0 only)."""
@@ -277,25 +264,7 @@ class Trainer:
         return path
 
     def _resume(self, path: Path) -> None:
-        payload = load_checkpoint(path)
-        saved, ours = dict(payload["model_config"]), self.model_config.to_dict()
-        differ = [f"{k}={saved.get(k)!r} in checkpoint, {ours[k]!r} here" for k in ours if saved.get(k) != ours[k]]
-        if differ:
-            raise CheckpointError(f"{path}: incompatible model config ({'; '.join(differ)})")
-        build_model(payload, str(path))
-        self.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.state = RunState(
-            step=int(payload["step"]),
-            best_val=float(payload["best_val"]),
-            stale_validations=int(payload.get("stale_validations", 0)),
-            history=list(payload.get("history", [])),
-        )
-        torch.set_rng_state(payload["torch_rng"])
-        if payload.get("loss", self.tcfg.loss) != self.tcfg.loss:  # fine-tuning with another loss
-            log.warning("loss changed from %s to %s: best validation loss restarts", payload["loss"], self.tcfg.loss)
-            self.state.best_val, self.state.stale_validations = math.inf, 0
-        log.info("resumed from %s at step %d", path, self.state.step)
+        self.state = resume_training(path, self.model, self.optimizer, self.model_config.to_dict(), self.tcfg.loss)
 
     # ------------------------------------------------------------------ loop
     def _loader(self, dataset, sampler=None, shuffle=False) -> DataLoader:
