@@ -283,45 +283,46 @@ def reliability_diagram(probabilistic: dict[str, dict], path: str | Path) -> Non
     """Reliability diagrams, one panel per threshold: observed frequency against forecast probability.
 
     ``probabilistic`` maps method → scores of :class:`nowcast.probscores.ProbabilisticScorer`; the
-    dashed line is perfect reliability, the dotted one the climatological frequency's "no skill".
+    dashed diagonal is perfect reliability. Labels carry each method's Brier skill score.
     """
-    thresholds = list(next(iter(probabilistic.values()))["reliability"])
-    fig, axes = plt.subplots(1, len(thresholds), figsize=(4.2 * len(thresholds), 4.2), squeeze=False)
-    for ax, u in zip(axes[0], thresholds, strict=True):
-        ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=0.8)
-        for method, scores in probabilistic.items():
-            curve = scores["reliability"][u]
-            bss = scores["bss"][u]["mean"]
-            label = method if bss is None else f"{method} (BSS {bss:.2f})"
-            ax.plot(curve["forecast"], curve["observed"], marker="o", ms=3, label=label)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("forecast probability")
-        ax.set_ylabel("observed frequency")
-        ax.set_title(f"reliability, P(R ≥ {float(u):g} mm/h)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    _save_figure(fig, path)
+
+    def curve(scores: dict, u) -> tuple[list, list, str]:
+        bss = scores["bss"][u]["mean"]
+        points = scores["reliability"][u]
+        return points["forecast"], points["observed"], "" if bss is None else f" (BSS {bss:.2f})"
+
+    axes = ("forecast probability", "observed frequency")
+    _panels_by_threshold(probabilistic, curve, axes, "reliability, P(R ≥ {u:g} mm/h)", "upper left", path)
 
 
 def roc_curves(probabilistic: dict[str, dict], path: str | Path) -> None:
     """ROC curves (probability of detection against false detection), one panel per threshold."""
-    thresholds = list(next(iter(probabilistic.values()))["roc"])
+
+    def curve(scores: dict, u) -> tuple[list, list, str]:
+        area = scores["roc_area"][u]
+        return scores["roc"][u]["pofd"], scores["roc"][u]["pod"], "" if area is None else f" (area {area:.2f})"
+
+    axes = ("probability of false detection", "probability of detection")
+    _panels_by_threshold(probabilistic, curve, axes, "ROC, R ≥ {u:g} mm/h", "lower right", path)
+
+
+def _panels_by_threshold(
+    probabilistic: dict[str, dict], curve, axis_labels: tuple[str, str], title: str, legend: str, path: str | Path
+) -> None:
+    """One unit-square panel per threshold, one line per method: ``curve(scores, u) -> (x, y, label suffix)``."""
+    thresholds = list(next(iter(probabilistic.values()))["bss"])
     fig, axes = plt.subplots(1, len(thresholds), figsize=(4.2 * len(thresholds), 4.2), squeeze=False)
     for ax, u in zip(axes[0], thresholds, strict=True):
         ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=0.8)
         for method, scores in probabilistic.items():
-            roc = scores["roc"][u]
-            area = scores["roc_area"][u]
-            label = method if area is None else f"{method} (area {area:.2f})"
-            ax.plot(roc["pofd"], roc["pod"], marker="o", ms=3, label=label)
+            x, y, suffix = curve(scores, u)
+            ax.plot(x, y, marker="o", ms=3, label=method + suffix)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
-        ax.set_xlabel("probability of false detection")
-        ax.set_ylabel("probability of detection")
-        ax.set_title(f"ROC, R ≥ {float(u):g} mm/h")
+        ax.set_xlabel(axis_labels[0])
+        ax.set_ylabel(axis_labels[1])
+        ax.set_title(title.format(u=float(u)))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc=legend)
     fig.tight_layout()
     _save_figure(fig, path)
