@@ -29,6 +29,11 @@ PRETRAINED_NAME = "radar_lagrangian.pt"
 RAIN_FLOOR_MM_H = 0.1
 #: Post-processing of a Lagrangian model's frames: ``cdf`` matches each to the last observation.
 PROBABILITY_MATCHING = ("cdf", "none")
+#: Width of the Gaussian that smooths a Lagrangian model's frame, km per minute of lead time
+#: (σ = 6 km at +60 min), before probability matching: the small scales a network cannot predict
+#: fade with lead time, as S-PROG's cascade lets them. Chosen on the validation radar (RMI) only,
+#: see ``benchmarks/results/lead_smoothing.md``.
+SMOOTHING_KM_PER_MINUTE = 0.1
 
 
 def pretrained_checkpoint() -> Path:
@@ -109,6 +114,7 @@ class Forecaster:
     frame: str = "eulerian"
     grid_km: float = 1.0
     probability_matching: str = "none"
+    smoothing_km_per_minute: float = 0.0
 
     @classmethod
     def from_checkpoint(
@@ -117,13 +123,16 @@ class Forecaster:
         device: str = "cpu",
         precision: str | None = "auto",
         probability_matching: str | None = None,
+        smoothing_km_per_minute: float | None = None,
     ) -> Forecaster:
         """Load a checkpoint (default: the shipped pretrained radar model).
 
         ``precision`` ``auto`` (or None) picks bf16 where the hardware runs it natively, else fp32
         (see :mod:`nowcast.precision`). ``probability_matching`` (``cdf`` or ``none``; None: ``cdf``
         for Lagrangian models, ``none`` otherwise) is applied to each forecast frame of a Lagrangian
-        model, see :func:`match_distribution`.
+        model, see :func:`match_distribution`. ``smoothing_km_per_minute`` (None:
+        :data:`SMOOTHING_KM_PER_MINUTE` for Lagrangian models, 0 otherwise) widens the Gaussian that
+        smooths each frame of a Lagrangian model with lead time, see :func:`smooth_by_lead`.
         """
         path = Path(path) if path is not None else pretrained_checkpoint()
         payload = load_checkpoint(path)
@@ -145,6 +154,10 @@ class Forecaster:
             raise ValueError(
                 f"probability_matching must be one of {PROBABILITY_MATCHING}, got {probability_matching!r}"
             )
+        if smoothing_km_per_minute is None:
+            smoothing_km_per_minute = SMOOTHING_KM_PER_MINUTE if frame == "lagrangian" else 0.0
+        if not (np.isfinite(smoothing_km_per_minute) and smoothing_km_per_minute >= 0):
+            raise ValueError(f"smoothing_km_per_minute must be a number ≥ 0, got {smoothing_km_per_minute!r}")
         return cls(
             model=model,
             transform=transform,
@@ -158,6 +171,7 @@ class Forecaster:
             frame=frame,
             grid_km=float(data.get("grid_km", 1.0)),
             probability_matching=probability_matching,
+            smoothing_km_per_minute=float(smoothing_km_per_minute),
         )
 
     @property
@@ -241,6 +255,11 @@ class Forecaster:
         x = self.transform.encode(np.nan_to_num(inputs, nan=0.0).astype(np.float32))
         frames = torch.from_numpy(x)[None, :, None].to(self.device)  # (1, T, 1, h, w)
         analysis = self._run(frames, n_out, step_minutes)[0]  # (n_out, h, w) in the analysis frame
+        if self.smoothing_km_per_minute > 0:
+            if step_minutes is None:
+                raise ValueError("lead-time smoothing needs the input's time step in minutes")
+            sigmas_km = self.smoothing_km_per_minute * float(step_minutes) * np.arange(1, n_out + 1)
+            analysis = smooth_by_lead(analysis, sigmas_km / self.grid_km)
         if self.probability_matching == "cdf":
             analysis = match_distribution(analysis, fields[-1])
         out = np.nan_to_num(lagrangian.from_lagrangian(analysis, forward[:n_out]), nan=0.0)
@@ -248,6 +267,21 @@ class Forecaster:
         out[out < RAIN_FLOOR_MM_H] = 0.0
         out[:, no_data] = np.nan
         return out.astype(np.float32)
+
+
+def smooth_by_lead(frames: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
+    """Smooth each frame with its own Gaussian, ``sigmas`` ``(T,)`` in pixels (0: unchanged).
+
+    ``frames`` ``(T, H, W)`` mm/h, finite; the border is reflected, so the mean rain rate is kept
+    up to the border's share. Returns ``(T, H, W)`` float32.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    out = [
+        gaussian_filter(frame, float(s), mode="reflect") if s > 0 else frame
+        for frame, s in zip(frames, sigmas, strict=True)
+    ]
+    return np.stack(out).astype(np.float32)
 
 
 def match_distribution(forecast: np.ndarray, reference: np.ndarray) -> np.ndarray:

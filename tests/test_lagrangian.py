@@ -6,7 +6,7 @@ import torch
 
 from nowcast import lagrangian, regrid
 from nowcast.baselines import extrapolation, motion_field
-from nowcast.forecast import RAIN_FLOOR_MM_H, Forecaster
+from nowcast.forecast import RAIN_FLOOR_MM_H, Forecaster, smooth_by_lead
 from nowcast.models import EncoderForecaster, ModelConfig
 from nowcast.transforms import Transform
 
@@ -86,6 +86,26 @@ def test_untrained_lagrangian_model_is_lk_extrapolation():
     expected[expected < RAIN_FLOOR_MM_H] = 0.0
     np.testing.assert_allclose(forecast, expected, atol=1e-4, equal_nan=True)
     assert np.isnan(forecast[:, 60:]).all()  # no-data stays no-data
+
+
+def test_lead_smoothing_widens_with_lead_and_keeps_the_rain():
+    frames = np.repeat(moving_blob(1)[None, 0], 3, axis=0)  # (3, 64, 64), one cell in the middle
+    smoothed = smooth_by_lead(frames, np.array([0.0, 2.0, 4.0]))
+    np.testing.assert_array_equal(smoothed[0], frames[0])  # σ = 0: unchanged
+    peaks = smoothed.max(axis=(1, 2))
+    assert peaks[0] > peaks[1] > peaks[2]  # a wider Gaussian flattens the cell more
+    np.testing.assert_allclose(smoothed.sum(axis=(1, 2)), frames.sum(axis=(1, 2)), rtol=1e-4)
+
+
+def test_lagrangian_forecaster_smooths_by_lead_time():
+    rates = moving_blob(5)
+    plain = _lagrangian_forecaster()
+    smooth = _lagrangian_forecaster()
+    smooth.smoothing_km_per_minute = 0.2  # σ = 1 km per 5-minute step on this 1 km grid
+    a, b = plain.forecast(rates, 4, 5.0), smooth.forecast(rates, 4, 5.0)
+    assert (b.max(axis=(1, 2)) < a.max(axis=(1, 2))).all()
+    assert np.diff(a.max(axis=(1, 2)) - b.max(axis=(1, 2))).min() > 0  # the gap grows with lead
+    np.testing.assert_allclose(b.sum(axis=(1, 2)), a.sum(axis=(1, 2)), rtol=0.02)
 
 
 def test_lagrangian_forecast_on_a_500m_grid_comes_back_on_it():
