@@ -134,10 +134,10 @@ def _radar_row(name, params, sps, scores) -> dict:
         "cell": name,
         "parameters": params,
         "samples_per_s": sps,
-        "csi1_by_lead": scores["csi"]["1.0"]["by_lead"],
-        "csi5_by_lead": scores["csi"]["5.0"]["by_lead"],
-        "csi1": scores["csi"]["1.0"]["mean"],
-        "csi5": scores["csi"]["5.0"]["mean"],
+        "csi1_by_lead": scores["csi"][1.0]["by_lead"],
+        "csi5_by_lead": scores["csi"][5.0]["by_lead"],
+        "csi1": scores["csi"][1.0]["mean"],
+        "csi5": scores["csi"][5.0]["mean"],
     }
 
 

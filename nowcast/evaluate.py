@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(document, indent=2)))
     atomic_write(out / "metrics.csv", lambda tmp: Path(tmp).write_text(_csv(metrics_rows(document))))
     leads = document["windows"]["lead_minutes"]
-    thresholds = [str(float(t)) for t in args.thresholds]
+    thresholds = [float(t) for t in args.thresholds]
     for threshold in thresholds:
         plots.categorical_by_lead(result.scores, threshold, leads, out / f"scores_{threshold}mmh.png")
     plots.performance_diagram(result.scores, thresholds, out / "performance_diagram.png")
@@ -170,9 +170,9 @@ def _csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def summary_table(document: dict, thresholds: Sequence[str]) -> str:
+def summary_table(document: dict, thresholds: Sequence[float]) -> str:
     """Markdown table of mean CSI per threshold and MSE per method."""
-    head = "| method | " + " | ".join(f"CSI ≥{t}" for t in thresholds) + " | MSE (mm/h)² | MAE mm/h |"
+    head = "| method | " + " | ".join(f"CSI ≥{t:g}" for t in thresholds) + " | MSE (mm/h)² | MAE mm/h |"
     lines = [head, "|" + "---|" * (len(thresholds) + 3)]
     for method, scores in document["methods"].items():
         cells = [_fmt(scores["csi"][t]["mean"]) for t in thresholds]
@@ -186,7 +186,7 @@ def probabilistic_table(document: dict) -> str:
     """Markdown table of Brier skill, ROC area and seconds per window for each method's probabilities."""
     probabilistic = document["probabilistic"]
     thresholds = list(next(iter(probabilistic.values()))["bss"])
-    head = "| method | " + " | ".join(f"BSS ≥{t} | ROC area ≥{t}" for t in thresholds) + " | CRPS | s/window |"
+    head = "| method | " + " | ".join(f"BSS ≥{t:g} | ROC area ≥{t:g}" for t in thresholds) + " | CRPS | s/window |"
     lines = [head, "|" + "---|" * (2 * len(thresholds) + 3)]
     for method, scores in probabilistic.items():
         cells = [f"{_fmt(scores['bss'][t]['mean'])} | {_fmt(scores['roc_area'][t])}" for t in thresholds]

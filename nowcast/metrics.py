@@ -249,26 +249,24 @@ class Scorer:
     def compute(self) -> dict:
         """Scores as ``{name: {"by_lead": [...], "mean": x}}``; categorical ones keyed by threshold.
 
-        ``mean`` is the mean over lead times of the per-lead score.
+        Keys are numbers: thresholds are floats (mm/h), FSS scales ints (pixels); ``json.dumps``
+        writes them as ``"1.0"`` and ``"17"``. ``mean`` is the mean over lead times of the
+        per-lead score.
         """
         out: dict = {}
         for name, values in self.table.compute().items():
-            out[name] = {_key(t): _summary(values[k]) for k, t in enumerate(self.thresholds)}
+            out[name] = {t: _summary(values[k]) for k, t in enumerate(self.thresholds)}
         for name, values in self.errors.compute().items():
             out[name] = _summary(values)
         if self.fss is not None:
             fss = self.fss.compute()
             out["fss"] = {
-                _key(t): {str(s): _summary(fss[k, j]) for j, s in enumerate(self.fss.scales)}
+                t: {int(s): _summary(fss[k, j]) for j, s in enumerate(self.fss.scales)}
                 for k, t in enumerate(self.thresholds)
             }
         if self.ssim is not None:
             out["ssim"] = _summary(self.ssim.compute())
         return out
-
-
-def _key(threshold: float) -> str:
-    return str(float(threshold))
 
 
 def _summary(values: np.ndarray) -> dict:

@@ -192,17 +192,17 @@ def scores_by_lead(
 ) -> None:
     """MSE, and CSI per threshold, by lead time for each method (``{method: Scorer.compute()}``)."""
     methods = list(scores)
-    panels = ["mse"] + [f"csi@{float(t)}" for t in thresholds]
+    panels: list[float | None] = [None, *(float(t) for t in thresholds)]  # None: the MSE panel
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3), squeeze=False)
-    for ax, panel in zip(axes[0], panels, strict=True):
+    for ax, threshold in zip(axes[0], panels, strict=True):
         for method in methods:
-            if panel == "mse":
+            if threshold is None:
                 values = scores[method]["mse"]["by_lead"]
             else:
-                values = scores[method]["csi"][panel.split("@")[1]]["by_lead"]
+                values = scores[method]["csi"][threshold]["by_lead"]
             x = lead_minutes if lead_minutes is not None else range(1, len(values) + 1)
             ax.plot(list(x), [np.nan if v is None else v for v in values], marker="o", ms=3, label=method)
-        ax.set_title("MSE" if panel == "mse" else panel.replace("csi@", "CSI ≥ "))
+        ax.set_title("MSE" if threshold is None else f"CSI ≥ {threshold:g}")
         ax.set_xlabel("lead (min)" if lead_minutes is not None else "lead (frames)")
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
@@ -228,7 +228,7 @@ def loss_curve(history: Sequence[dict[str, float]], path: str | Path) -> None:
 
 
 def categorical_by_lead(
-    scores: dict[str, dict], threshold: str, lead_minutes: Sequence[float], path: str | Path
+    scores: dict[str, dict], threshold: float, lead_minutes: Sequence[float], path: str | Path
 ) -> None:
     """CSI, POD and FAR by lead time for every method at one threshold (mm/h)."""
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.3))
@@ -236,7 +236,7 @@ def categorical_by_lead(
         for method, values in scores.items():
             series = values[score][threshold]["by_lead"]
             ax.plot(lead_minutes, [np.nan if v is None else v for v in series], marker="o", ms=3, label=method)
-        ax.set_title(f"{score.upper()} ≥ {threshold} mm/h")
+        ax.set_title(f"{score.upper()} ≥ {threshold:g} mm/h")
         ax.set_xlabel("lead time (min)")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
@@ -245,7 +245,7 @@ def categorical_by_lead(
     _save_figure(fig, path)
 
 
-def performance_diagram(scores: dict[str, dict], thresholds: Sequence[str], path: str | Path) -> None:
+def performance_diagram(scores: dict[str, dict], thresholds: Sequence[float], path: str | Path) -> None:
     """Roebber (2009) performance diagram: POD against success ratio (1 − FAR), CSI and bias lines.
 
     Each method is one line through its thresholds (mean scores over lead times).
@@ -268,7 +268,9 @@ def performance_diagram(scores: dict[str, dict], thresholds: Sequence[str], path
             xs, ys = zip(*points, strict=True)
             (line,) = ax.plot(xs, ys, marker="o", label=method)
             for (x, y), t in zip(points, thresholds, strict=False):
-                ax.annotate(t, (x, y), fontsize=6, color=line.get_color(), xytext=(3, 3), textcoords="offset points")
+                ax.annotate(
+                    f"{t:g}", (x, y), fontsize=6, color=line.get_color(), xytext=(3, 3), textcoords="offset points"
+                )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("success ratio (1 − FAR)")

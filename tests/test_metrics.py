@@ -51,16 +51,16 @@ def test_merge_equals_one_pass():
     other.update(fc[2:], ob[2:])
     parts.merge(other)
     a, b = one.compute(), parts.compute()
-    assert a["csi"]["2.0"]["by_lead"] == pytest.approx(b["csi"]["2.0"]["by_lead"])
+    assert a["csi"][2.0]["by_lead"] == pytest.approx(b["csi"][2.0]["by_lead"])
     assert a["mse"]["by_lead"] == pytest.approx(b["mse"]["by_lead"])
-    assert a["fss"]["0.5"]["3"]["by_lead"] == pytest.approx(b["fss"]["0.5"]["3"]["by_lead"])
+    assert a["fss"][0.5][3]["by_lead"] == pytest.approx(b["fss"][0.5][3]["by_lead"])
 
 
 def test_csi_from_summed_counts_not_mean_of_ratios():
     scorer = Scorer([1.0], 1)
     scorer.update(_fields([2, 0, 0, 0]), _fields([2, 2, 2, 2]))  # sample 1: CSI 1/4
     scorer.update(_fields([2, 2, 2, 2]), _fields([2, 2, 2, 2]))  # sample 2: CSI 1
-    assert scorer.compute()["csi"]["1.0"]["mean"] == pytest.approx(5 / 8)
+    assert scorer.compute()["csi"][1.0]["mean"] == pytest.approx(5 / 8)
 
 
 def test_cross_check_with_pysteps():
@@ -75,8 +75,8 @@ def test_cross_check_with_pysteps():
     got = ours.compute()
     ref = det_cat_fct(fc, ob, 1.0, ["CSI", "POD", "FAR", "HSS", "ETS"])
     for key in ("csi", "pod", "far", "hss", "ets"):
-        assert got[key]["1.0"]["mean"] == pytest.approx(ref[key.upper()], rel=1e-9)
-    assert got["fss"]["1.0"]["5"]["mean"] == pytest.approx(fss(fc, ob, 1.0, 5), rel=1e-6)
+        assert got[key][1.0]["mean"] == pytest.approx(ref[key.upper()], rel=1e-9)
+    assert got["fss"][1.0][5]["mean"] == pytest.approx(fss(fc, ob, 1.0, 5), rel=1e-6)
     assert pysteps is not None
 
 
@@ -121,7 +121,7 @@ def test_persistence_csi_on_moving_blob_is_exact():
     persistence = np.repeat(frames[:1], n, axis=0)
     scorer = Scorer([1.0], n)
     scorer.update(persistence[None], frames[1:][None])
-    got = scorer.compute()["csi"]["1.0"]["by_lead"]
+    got = scorer.compute()["csi"][1.0]["by_lead"]
     assert got == pytest.approx([(w - k) / (w + k) for k in range(1, n + 1)])
 
 
