@@ -161,6 +161,32 @@ RANGES: tuple[tuple[str, float, float, bool], ...] = (
 )
 
 
+def _choices() -> dict[str, tuple[str, ...]]:
+    from nowcast.models import CELLS
+
+    return {**CHOICES, "model.cell": tuple(CELLS)}
+
+
+def allowed_values(key: str) -> str:
+    """What ``key`` accepts, in the words both ``--help`` and the start-up error use."""
+    choices = _choices()
+    if key in choices:
+        return f"choose one of {', '.join(choices[key])}"
+    for name, low, high, inclusive in RANGES:
+        if name == key:
+            extra = ", odd" if key == "model.kernel_size" else ""
+            return f"it must be {'≥' if inclusive else '>'} {low:g} and ≤ {high:g}{extra}"
+    raise KeyError(key)
+
+
+def constraints_help() -> str:
+    """The ``--help`` section listing every checked key and what it accepts (from :data:`CHOICES`, :data:`RANGES`)."""
+    keys = [*_choices(), *(name for name, *_ in RANGES)]
+    width = max(map(len, keys))
+    lines = [f"  {key:<{width}}  {allowed_values(key)}" for key in keys]
+    return "== Allowed values (checked at start-up: one line, exit 2) ==\n" + "\n".join(lines)
+
+
 def check_config(cfg: Any) -> None:
     """Check the composed config before any data is read; a bad value raises one line.
 
@@ -176,23 +202,21 @@ def check_config(cfg: Any) -> None:
     from omegaconf import OmegaConf
 
     from nowcast.errors import UserError
-    from nowcast.models import CELLS
 
     def get(key: str) -> Any:
         return OmegaConf.select(cfg, key, default=None)
 
-    for key, allowed in {**CHOICES, "model.cell": tuple(CELLS)}.items():
+    for key, allowed in _choices().items():
         value = get(key)
         if value is not None and str(value) not in allowed:
-            raise UserError(f"{key}={value!r} is not allowed; choose one of {', '.join(allowed)}")
+            raise UserError(f"{key}={value!r} is not allowed; {allowed_values(key)}")
     for key, low, high, inclusive in RANGES:
         value = get(key)
         if value is None:
             continue
         ok = math.isfinite(float(value)) and (low <= value if inclusive else low < value) and value <= high
         if not ok:
-            bound = f"≥ {low:g}" if inclusive else f"> {low:g}"
-            raise UserError(f"{key}={value!r} is out of range; it must be {bound} and ≤ {high:g}")
+            raise UserError(f"{key}={value!r} is out of range; {allowed_values(key)}")
     if get("model.kernel_size") is not None and get("model.kernel_size") % 2 == 0:
         raise UserError(f"model.kernel_size={get('model.kernel_size')} must be odd (padding keeps the frame size)")
     hidden = get("model.hidden")

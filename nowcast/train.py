@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from nowcast import __version__
 from nowcast.checkpoint import CheckpointError
-from nowcast.config import check_config, register_configs
+from nowcast.config import check_config, constraints_help, register_configs
 from nowcast.errors import UserError
 from nowcast.training import TrainingError, train
 
@@ -47,7 +47,12 @@ def cli() -> None:
         print(f"nowcast {__version__}")
         return
     register_configs()
-    main()
+    try:
+        main()
+    except SystemExit as done:
+        if done.code in (0, None) and {"--help", "-h"} & set(sys.argv[1:]):
+            print(constraints_help())
+        raise
 
 
 if __name__ == "__main__":

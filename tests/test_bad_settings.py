@@ -8,7 +8,7 @@ import pytest
 from conftest import ROOT
 
 from nowcast import evaluate, predict
-from nowcast.config import check_config
+from nowcast.config import CHOICES, RANGES, allowed_values, check_config
 from nowcast.errors import UserError
 
 # ---------------------------------------------------------------- training settings (checked at start-up)
@@ -64,6 +64,20 @@ def test_train_cli_bad_setting_exits_2_with_one_line_and_no_metrics(tmp_path):
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert lines == ["error: trainer.batch_size=0 is out of range; it must be ≥ 1 and ≤ 65536"]
     assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
+def test_train_help_lists_what_the_start_up_check_allows(compose_config):
+    """``--help`` and the error come from one table: every checked key shows the words its error uses."""
+    run = subprocess.run(
+        [sys.executable, "-m", "nowcast.train", "--help"], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    keys = [*CHOICES, "model.cell", *(name for name, *_ in RANGES)]
+    for key in keys:
+        assert f"{key}" in run.stdout and allowed_values(key) in run.stdout, key
+    for override in ("trainer.loss=huber", "trainer.batch_size=0", "model.cell=lstm"):
+        with pytest.raises(UserError) as info:
+            check_config(compose_config(override))
+        assert allowed_values(override.split("=")[0]) in str(info.value)
 
 
 # ---------------------------------------------------------------- predict / evaluate flags and paths
