@@ -226,6 +226,17 @@ def test_stray_negative_pixel_is_set_to_zero_with_one_warning(tmp_path, caplog):
     assert "a.nc" in message and "1 negative pixel" in message
 
 
+def test_metadata_time_wins_over_the_name_with_one_warning(tmp_path, caplog):
+    pytest.importorskip("pyproj")
+    write_odim(tmp_path / "radar_202401010015.h5", blob_field(0, size=16), "20240101001000")
+    write_odim(tmp_path / "radar_202401010020.h5", blob_field(1, size=16), "20240101002000")
+    with caplog.at_level(logging.WARNING):
+        ds = open_radar(tmp_path)
+    assert list(ds["time"].values) == [np.datetime64("2024-01-01T00:10"), np.datetime64("2024-01-01T00:20")]
+    (message,) = _warnings(caplog)
+    assert "radar_202401010015.h5" in message and "00:10:00" in message and "00:15:00" in message
+
+
 def test_isolated_extreme_pixel_becomes_no_data(tmp_path, caplog):
     field = np.ones((4, 4))
     field[0, 0] = 1205.0

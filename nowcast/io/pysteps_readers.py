@@ -8,6 +8,7 @@ file's metadata where the format has it (KNMI, ODIM), else from the file name.
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 from collections.abc import Callable
@@ -19,6 +20,8 @@ import xarray as xr
 
 from nowcast.errors import UserError
 from nowcast.io.frames import Frames, ReadOptions, crop_to_region, first_line
+
+log = logging.getLogger(__name__)
 
 
 def _pysteps_io():
@@ -113,6 +116,26 @@ def time_from_name(path: Path, patterns=NAME_TIMES) -> np.datetime64:
     raise UserError(f"{path}: no date and time in the file name (expected e.g. YYYYmmddHHMM)")
 
 
+def checked_time(path: Path, time: np.datetime64) -> np.datetime64:
+    """The time from the file's metadata; one warning when its name says another time.
+
+    Archives get renamed and re-stamped; the metadata is what the radar wrote, so it wins. A name
+    without a date and time is not checked.
+    """
+    try:
+        named = time_from_name(path)
+    except UserError:
+        return time
+    if named != time:
+        log.warning(
+            "warning: %s: the file's metadata says %s, its name %s; using the metadata",
+            path,
+            pd.Timestamp(time).strftime("%Y-%m-%d %H:%M:%S"),
+            pd.Timestamp(named).strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    return time
+
+
 def attr_text(value) -> str:
     """An HDF5 string attribute as str (h5py gives bytes or str, depending on how it was written)."""
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -134,8 +157,8 @@ def _odim_datetime(what: dict, date_key: str, time_key: str) -> pd.Timestamp:
 
 
 def odim_time(path: Path) -> np.datetime64:
-    """Nominal time of an ODIM HDF5 file (``what/date`` + ``what/time``)."""
-    return np.datetime64(_odim_datetime(_h5_attrs(path, "what"), "date", "time"), "ns")
+    """Nominal time of an ODIM HDF5 file (``what/date`` + ``what/time``), checked against its name."""
+    return checked_time(path, np.datetime64(_odim_datetime(_h5_attrs(path, "what"), "date", "time"), "ns"))
 
 
 # ---------------------------------------------------------------- readers
@@ -147,7 +170,7 @@ def read_knmi_hdf5(path: Path, options: ReadOptions) -> Frames:
     raw = _h5_attrs(path, "overview")["product_datetime_end"]
     text = attr_text(raw[0] if np.ndim(raw) else raw)
     time = np.datetime64(pd.to_datetime(text, format="%d-%b-%Y;%H:%M:%S.%f"), "ns")
-    return to_frames(path, precip, meta, time, options)
+    return to_frames(path, precip, meta, checked_time(path, time), options)
 
 
 def read_odim_hdf5(path: Path, options: ReadOptions) -> Frames:

@@ -13,6 +13,8 @@ Real archives are dirty; the policy (each repair logs one warning naming the fil
 * rates above :data:`MAX_RATE_MM_H` (clutter, hail; OPERA has 1,200 mm/h pixels) become no-data;
   a frame whose valid pixels are mostly above it is refused;
 * identical duplicate frames: one is kept; duplicates that differ are refused, naming both files;
+* a file whose metadata time differs from the time in its name: the metadata wins, with a warning
+  (:func:`nowcast.io.pysteps_readers.checked_time`);
 * with ``skip_bad=True`` (training, evaluation) unreadable files are skipped with a warning; by
   default (predict) they are refused.
 
