@@ -215,6 +215,50 @@ def _warnings(caplog):
     return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
 
 
+def write_fmi_pgm(path, dbz: np.ndarray, time: str) -> None:
+    """A gzipped FMI composite PGM: 8-bit ``2·dBZ + 64``, 255 = no data, metadata in header comments."""
+    import gzip
+
+    ny, nx = dbz.shape
+    header = [
+        "P5",
+        f"# obstime {time}",
+        "# param CorrectedReflectivity",
+        "# metersperpixel_x 1000.0",
+        "# metersperpixel_y 1000.0",
+        "# projection radar {",
+        "# type stereographic",
+        "# centrallongitude 25",
+        "# centrallatitude 90",
+        "# truelatitude 60",
+        "# bottomleft 24.000000 60.000000",
+        "# topright 24.400000 60.200000",
+        "# }",
+        f"{nx} {ny}",
+        "255",
+    ]
+    raw = np.where(np.isnan(dbz), 255, np.round(np.nan_to_num(dbz) * 2 + 64)).astype(np.uint8)
+    with gzip.open(path, "wb") as f:
+        f.write(("\n".join(header) + "\n").encode() + raw.tobytes())
+
+
+def test_fmi_pgm_reflectivity_through_pysteps(tmp_path):
+    pytest.importorskip("pyproj")
+    dbz = np.full((12, 16), 10.0)
+    dbz[3:6, 4:9] = 35.0
+    dbz[0, 0] = np.nan
+    for minute in (0, 5):
+        time = f"2017050910{minute:02d}"
+        write_fmi_pgm(tmp_path / f"{time}_fmi.radar.composite.lowest_FIN_SUOMI1.pgm.gz", dbz, time)
+    ds = open_radar(tmp_path)
+    assert ds.sizes == {"time": 2, "y": 12, "x": 16}
+    assert split_sequences(ds)[0][1] == 5.0
+    rate = ds["rainfall_rate"].values[0]
+    np.testing.assert_allclose(rate[1:], ZR().rain_rate(dbz)[1:], rtol=1e-5)  # Marshall–Palmer unless told
+    assert np.isnan(rate[0, 0]) and rate[4, 5] == pytest.approx((10**3.5 / 200.0) ** (1 / 1.6), rel=1e-5)
+    assert ds["x"].values[1] - ds["x"].values[0] == pytest.approx(1000.0)
+
+
 def test_stray_negative_pixel_is_set_to_zero_with_one_warning(tmp_path, caplog):
     field = np.ones((4, 4))
     field[1, 2] = -0.1
