@@ -13,6 +13,10 @@ and our achieved GFLOP/s as a fraction of it, (4) the latency of a 10-frame fore
 a small model in fp32 and in bf16 from the same seed and compares the validation losses. With
 ``--compile`` it also times our bf16 model under ``torch.compile`` and reports the compile time.
 
+Ours runs both unrolls (``split``: input convolution batched over time, ``fused``: one convolution
+over ``cat([x, h])`` per step); ``ours_fp32`` is the one ``trainer.unroll=auto`` picks on this
+machine (``chosen_unroll``), as a training run would.
+
 The contenders are timed in alternating blocks in one process; ``like_for_like_fp32`` (and, where
 bf16 is native, ``like_for_like_bf16``) compares ours and the reference at the same precision,
 ``best_precision_vs_reference_fp32`` ours at the precision ``auto`` picks against the fp32
@@ -39,6 +43,7 @@ from nowcast import __version__
 from nowcast.forecast import Forecaster
 from nowcast.models import EncoderForecaster, ModelConfig
 from nowcast.precision import autocast, cpu_capability, resolve_precision
+from nowcast.unroll import choose_unroll
 
 
 @dataclass
@@ -158,6 +163,23 @@ def median_seconds(fn, device: torch.device, warmup: int, reps: int) -> float:
         _sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def with_unroll(model: EncoderForecaster, unroll: str) -> EncoderForecaster:
+    """``model`` set to unroll its layers ``split`` or ``fused``."""
+    model.unroll = unroll
+    return model
+
+
+def chosen_unroll(case: Case, device, precision: str, channels_last: bool) -> str:
+    """The unroll ``trainer.unroll=auto`` picks for this case on this machine (:func:`choose_unroll`)."""
+    torch.manual_seed(0)
+    model = EncoderForecaster(case.config).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    frames = torch.rand(case.batch, case.t_in, 1, case.size, case.size, device=device)
+    step = torch.full((case.batch,), 10.0, device=device)
+    return choose_unroll(model, frames, case.t_out, step, precision)[0]
 
 
 def training_stepper(model, case: Case, device, precision: str, channels_last: bool, compiled: bool = False):
@@ -311,17 +333,23 @@ def main(argv=None) -> int:
         steppers["reference_fp32"], flops["reference"] = training_stepper(
             ReferenceModel(case.config).to(device), case, device, "32", channels_last=False
         )
+        unroll = chosen_unroll(case, device, choice.name, cl)
         steppers["ours_fp32"], flops["ours"] = training_stepper(
             EncoderForecaster(case.config).to(device), case, device, "32", channels_last=cl
+        )
+        steppers["ours_fused_fp32"], _ = training_stepper(
+            with_unroll(EncoderForecaster(case.config).to(device), "fused"), case, device, "32", channels_last=cl
         )
         if choice.name == "bf16":
             steppers["reference_bf16"], _ = training_stepper(
                 ReferenceModel(case.config).to(device), case, device, "bf16", channels_last=False
             )
             steppers["ours_bf16"], _ = training_stepper(
-                EncoderForecaster(case.config).to(device), case, device, "bf16", channels_last=cl
+                with_unroll(EncoderForecaster(case.config).to(device), unroll), case, device, "bf16", channels_last=cl
             )
         sps = alternating(steppers, case, device, rounds=steps, block=1 if args.quick else 2)
+        sps["ours_split_fp32"] = sps["ours_fp32"]
+        sps["ours_fp32"] = sps["ours_fused_fp32" if unroll == "fused" else "ours_split_fp32"]  # as training runs
         peak = conv_peak(case, device, torch.bfloat16 if choice.name == "bf16" else torch.float32, steps * 2)
         ref_sps, ours_fp32 = sps["reference_fp32"], sps["ours_fp32"]
         best = sps[f"ours_{'bf16' if choice.name == 'bf16' else 'fp32'}"]
@@ -332,6 +360,7 @@ def main(argv=None) -> int:
                 "like_for_like_fp32": ours_fp32 / ref_sps,
                 "best_precision_vs_reference_fp32": best / ref_sps,
                 "chosen_precision": choice.name,
+                "chosen_unroll": unroll,
                 "conv_peak_gflops_chosen_precision": peak,
                 "achieved_gflops": achieved,
                 "fraction_of_peak": achieved / peak,
@@ -343,7 +372,8 @@ def main(argv=None) -> int:
             row["like_for_like_bf16"] = sps["ours_bf16"] / sps["reference_bf16"]
         results["cases"][case.name] = row
         print(
-            f"{case.name}: ours fp32 {ours_fp32:.2f} samples/s vs reference fp32 {ref_sps:.2f} "
+            f"{case.name}: unroll {unroll} (split {sps['ours_split_fp32']:.2f}, fused {sps['ours_fused_fp32']:.2f}); "
+            f"ours fp32 {ours_fp32:.2f} samples/s vs reference fp32 {ref_sps:.2f} "
             f"(like for like x{row['like_for_like_fp32']:.2f}); "
             f"ours at {choice.name} x{row['best_precision_vs_reference_fp32']:.2f}; "
             f"{achieved:.0f} GFLOP/s = {row['fraction_of_peak']:.0%} of the {choice.name} conv peak ({peak:.0f})",

@@ -108,6 +108,9 @@ class RunState:
     best_val: float = math.inf
     stale_validations: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    #: The unroll the run chose (``split``/``fused``; empty: not chosen yet), kept so a resumed run
+    #: computes exactly as the run it continues.
+    unroll: str = ""
 
 
 def training_payload(
@@ -138,6 +141,7 @@ def training_payload(
         "loss": loss,
         "stale_validations": state.stale_validations,
         "history": state.history,
+        "unroll": state.unroll,
         "config": config,
         "version": __version__,
         "torch_rng": torch.get_rng_state(),
@@ -167,6 +171,7 @@ def resume_training(
         best_val=float(payload["best_val"]),
         stale_validations=int(payload.get("stale_validations", 0)),
         history=list(payload.get("history", [])),
+        unroll=str(payload.get("unroll", "")),
     )
     torch.set_rng_state(payload["torch_rng"])
     if payload.get("loss", loss) != loss:

@@ -12,7 +12,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from nowcast.models.encoder_forecaster import HEADS, OUTPUT_ACTIVATIONS, ModelConfig
+from nowcast.models.encoder_forecaster import HEADS, OUTPUT_ACTIVATIONS, UNROLLS, ModelConfig
 from nowcast.precision import PRECISIONS
 
 
@@ -111,6 +111,7 @@ class TrainerConfig:
     log_every: int = 10
     checkpoint_steps: bool = False  # gradient checkpointing over time steps
     compile: bool = False  # torch.compile the model when available
+    unroll: str = "auto"  # auto (time both on the first batch) | split | fused
     deterministic: bool = True
     gif_samples: int = 2
 
@@ -139,6 +140,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.loss": ("mse", "bmse", "logcsi", "bce", "l1"),
     "trainer.device": ("auto", "cpu", "cuda"),
     "trainer.precision": PRECISIONS,
+    "trainer.unroll": ("auto", *UNROLLS),
     "model.output_activation": tuple(OUTPUT_ACTIVATIONS),
     "model.head": HEADS,
 }

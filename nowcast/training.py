@@ -41,6 +41,7 @@ from nowcast.forecast import resolve_device, run_model
 from nowcast.metrics import HKO7_EDGES_MM_H, HKO7_WEIGHTS
 from nowcast.models import EncoderForecaster, ModelConfig, count_parameters
 from nowcast.precision import resolve_precision
+from nowcast.unroll import choose_unroll
 
 log = logging.getLogger(__name__)
 
@@ -296,6 +297,20 @@ class Trainer:
         self.optimizer.step()
         return loss_value
 
+    def _choose_unroll(self) -> str:
+        """``trainer.unroll``, or for ``auto`` the faster unroll timed on the first training batch."""
+        if self.tcfg.unroll != "auto":
+            return str(self.tcfg.unroll)
+        from torch.utils.data import default_collate
+
+        items = [self.bundle.train[i] for i in range(min(self.tcfg.batch_size, len(self.bundle.train)))]
+        x, _, _, step = split_batch(default_collate(items), self.bundle.t_in, self.device)
+        x = x.contiguous()
+        name, seconds = choose_unroll(self.model, x, self.bundle.t_out, step, self.precision.name)
+        timed = ", ".join(f"{k} {v:.3f} s" for k, v in seconds.items()) or "no fusable layer"
+        log.info("unroll: %s (one training step timed on this machine: %s)", name, timed)
+        return name
+
     @torch.no_grad()
     def validate(self) -> float:
         """Mean loss on the validation set (model space)."""
@@ -327,6 +342,9 @@ class Trainer:
         loader = self._loader(self.bundle.train, sampler=sampler)
         previous = self._install_signal_handlers()
         self.model.train()
+        if not self.state.unroll:
+            self.state.unroll = self._choose_unroll()
+        self.model.unroll = self.state.unroll
         bar = tqdm(
             total=self.total_steps,
             initial=self.state.step,

@@ -117,6 +117,7 @@ TINY_TRAIN = (
     "trainer.max_steps=2",
     "trainer.val_every=2",
     "trainer.precision=32",
+    "trainer.unroll=split",  # no timing: runs compare bit for bit
     "data.val_size=2",
     "data.test_size=2",
 )

@@ -70,6 +70,39 @@ def test_layer_major_unroll_equals_step_major(cell):
     torch.testing.assert_close(model(frames[1:2], 3, step[1:2]), expected[1:2])  # samples stay apart
 
 
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_fused_unroll_equals_split_unroll(cell):
+    """One convolution over cat([x, h]) per step gives the split unroll's forecast and gradients."""
+    torch.manual_seed(5)
+    model = EncoderForecaster(ModelConfig(cell=cell, hidden=[5, 3], patch_size=2, step_channel=True))
+    frames, step = torch.rand(2, 4, 1, 6, 8), torch.tensor([5.0, 10.0])
+    model(frames, 3, step).square().sum().backward()
+    expected, grads = model(frames, 3, step).detach(), [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model.unroll = "fused"
+    out = model(frames, 3, step)
+    out.square().sum().backward()
+    torch.testing.assert_close(out, expected)
+    for g, r in zip((p.grad for p in model.parameters()), grads, strict=True):
+        torch.testing.assert_close(g, r)
+
+
+def test_choose_unroll_times_both_and_leaves_no_trace():
+    from nowcast.unroll import choose_unroll
+
+    torch.manual_seed(0)
+    model = EncoderForecaster(ModelConfig(hidden=[4, 4], patch_size=2))
+    frames = torch.rand(2, 3, 1, 8, 8)
+    rng = torch.get_rng_state()
+    name, seconds = choose_unroll(model, frames, 2, None, "32", reps=1)
+    assert name in ("split", "fused") and set(seconds) == {"split", "fused"}
+    assert seconds[name] == min(seconds.values())
+    assert all(p.grad is None for p in model.parameters()) and model.unroll == "split"
+    assert torch.equal(torch.get_rng_state(), rng)
+    gru = EncoderForecaster(ModelConfig(cell="convgru", hidden=[4], patch_size=2))
+    assert choose_unroll(gru, torch.rand(1, 2, 1, 8, 8), 1, None, "32") == ("split", {})
+
+
 def test_gradient_checkpointing_same_gradients():
     torch.manual_seed(0)
     model = EncoderForecaster(ModelConfig(hidden=[4, 4], patch_size=2))

@@ -100,6 +100,22 @@ def test_resume_matches_uninterrupted_run(tmp_path, compose_config):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
 
 
+def test_auto_unroll_is_chosen_once_and_kept_on_resume(tmp_path, compose_config):
+    first = compose_config(*TINY_TRAIN, "trainer.unroll=auto")
+    train(first, tmp_path / "a")
+    chosen = load_checkpoint(tmp_path / "a/checkpoints/last.pt")["unroll"]
+    assert chosen in ("split", "fused")
+    other = "split" if chosen == "fused" else "fused"
+    resumed = compose_config(
+        *TINY_TRAIN,
+        "trainer.max_steps=3",
+        f"trainer.unroll={other}",
+        f"trainer.resume={tmp_path / 'a/checkpoints/last.pt'}",
+    )
+    train(resumed, tmp_path / "b")
+    assert load_checkpoint(tmp_path / "b/checkpoints/last.pt")["unroll"] == chosen  # the run's own choice wins
+
+
 def test_resume_with_other_model_names_mismatch(tmp_path, compose_config):
     train(compose_config(*TINY_TRAIN, "data.t_in=2", "data.t_out=1"), tmp_path / "a")
     other = compose_config(

@@ -13,6 +13,7 @@ Shapes: inputs ``(N, C_in, H, W)`` (N = time steps × batch); hidden and cell st
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 State = tuple[Tensor, ...]
@@ -37,6 +38,9 @@ class ConvRNNCell(nn.Module):
 
     n_gates: int = 4
     n_states: int = 2
+    #: Whether :meth:`fused_gates` + :meth:`step` can replace :meth:`forward` (one convolution over
+    #: ``[x, h]`` per step, as the common code does).
+    fusable: bool = True
 
     def __init__(
         self,
@@ -92,11 +96,33 @@ class ConvRNNCell(nn.Module):
         gates = self.hidden_conv(h)
         return gates + (x_gates if x_gates is not None else self._bias_like(gates))
 
-    def forward(self, x_gates: Tensor | None, state: State | None) -> State:  # pragma: no cover
+    def fused_weight(self) -> Tensor:
+        """``[W_x, W_h]`` stacked on the input-channel axis, ``(G*C_hid, C_in + C_hid, k, k)``."""
+        return torch.cat([self.input_conv.weight, self.hidden_conv.weight], dim=1)
+
+    def fused_gates(self, x: Tensor, h: Tensor | None, weight: Tensor) -> Tensor:
+        """Gate pre-activations from one convolution over ``cat([x, h])`` (``h=None``: zero state).
+
+        ``x`` ``(B, C_in, H, W)`` is the raw input of one step, ``weight`` :meth:`fused_weight`.
+        Equal to ``_gates(project_inputs(x), h)`` up to rounding.
+        """
+        padding = self.kernel_size // 2
+        if h is None:
+            gates = F.conv2d(x, self.input_conv.weight.to(x.dtype), padding=padding)
+        else:
+            gates = F.conv2d(torch.cat([x, h], dim=1), weight.to(x.dtype), padding=padding)
+        return gates + self._bias_like(gates)
+
+    def forward(self, x_gates: Tensor | None, state: State | None) -> State:
         """Advance one step; ``x_gates`` is one time slice of :meth:`project_inputs` (None: no input).
 
         ``state=None`` is the all-zero initial state.
         """
+        h = state[0] if state is not None else None
+        return self.step(self._gates(x_gates, h), state)
+
+    def step(self, gates: Tensor, state: State | None) -> State:  # pragma: no cover
+        """The cell's update from its gate pre-activations ``(B, G*C_hid, H, W)``."""
         raise NotImplementedError
 
 
@@ -136,10 +162,10 @@ class ConvLSTMCell(ConvRNNCell):
             self.w_cf = nn.Parameter(torch.zeros(shape))
             self.w_co = nn.Parameter(torch.zeros(shape))
 
-    def forward(self, x_gates: Tensor | None, state: State | None) -> State:
-        """One step: returns ``(H_t, C_t)``, each ``(B, C_hid, H, W)``."""
-        h, c = state if state is not None else (None, None)
-        i, f, o, g = self._gates(x_gates, h).chunk(4, dim=1)
+    def step(self, gates: Tensor, state: State | None) -> State:
+        """One step from the gate pre-activations: returns ``(H_t, C_t)``, each ``(B, C_hid, H, W)``."""
+        c = state[1] if state is not None else None
+        i, f, o, g = gates.chunk(4, dim=1)
         if c is None:  # zero state: the forget and peephole terms vanish
             c_next = torch.sigmoid(i) * torch.tanh(g)
         else:
@@ -180,10 +206,10 @@ class ConvLSTMCoupledCell(ConvRNNCell):
 
     n_gates = 3
 
-    def forward(self, x_gates: Tensor | None, state: State | None) -> State:
-        """One step: returns ``(H_t, C_t)``."""
-        h, c = state if state is not None else (None, None)
-        i, o, g = self._gates(x_gates, h).chunk(3, dim=1)
+    def step(self, gates: Tensor, state: State | None) -> State:
+        """One step from the gate pre-activations: returns ``(H_t, C_t)``."""
+        c = state[1] if state is not None else None
+        i, o, g = gates.chunk(3, dim=1)
         i = torch.sigmoid(i)
         c_next = i * torch.tanh(g) if c is None else (1 - i) * c + i * torch.tanh(g)
         h_next = torch.sigmoid(o) * torch.tanh(c_next)
@@ -205,6 +231,7 @@ class ConvGRUCell(ConvRNNCell):
 
     n_gates = 3
     n_states = 1
+    fusable = False  # the candidate convolves r∘h, which needs the gates first
 
     def __init__(
         self,

@@ -25,6 +25,10 @@ from torch.utils.checkpoint import checkpoint
 from nowcast.models.cells import ConvRNNCell, State, get_cell
 
 HEADS = ("frames", "residual")
+#: How a layer is unrolled: ``split`` convolves the input once for all steps and the hidden state
+#: per step; ``fused`` convolves ``cat([x_t, h])`` per step, as the common code does. Same result;
+#: which is faster depends on the hardware and the shapes (see :func:`nowcast.unroll.choose_unroll`).
+UNROLLS = ("split", "fused")
 #: Width (pixels) of the Gaussian the residual head may blend towards.
 BLUR_SIGMA_PIXELS = 2.0
 
@@ -139,6 +143,8 @@ class EncoderForecaster(nn.Module):
         self.activation = OUTPUT_ACTIVATIONS[config.output_activation]
         #: Recompute each step in the backward pass to save memory (``trainer.checkpoint_steps``).
         self.gradient_checkpointing = False
+        #: One of :data:`UNROLLS`; an execution detail, not saved in checkpoints.
+        self.unroll = "split"
 
     def forward(self, frames: Tensor, n_out: int, step_minutes: Tensor | None = None) -> Tensor:
         """Forecast ``n_out`` frames.
@@ -177,14 +183,20 @@ class EncoderForecaster(nn.Module):
         states: list[State] = []
         layer_input = x
         for cell in self.encoder:
-            layer_input, state = self._unroll(cell, cell.project_inputs(layer_input), None, t_in, b)
+            if self._fused(cell):
+                layer_input, state = self._unroll_fused(cell, layer_input, None, t_in, b)
+            else:
+                layer_input, state = self._unroll(cell, cell.project_inputs(layer_input), None, t_in, b)
             states.append(state)  # layer_input: (T_in*B, C_hid, h', w')
 
         hidden_all: list[Tensor] = []
         layer_input = step_field
         for cell, state in zip(self.forecaster, states, strict=True):
-            projected = cell.project_inputs(layer_input) if layer_input is not None else None
-            layer_input, _ = self._unroll(cell, projected, state, n_out, b)
+            if layer_input is not None and self._fused(cell):
+                layer_input, _ = self._unroll_fused(cell, layer_input, state, n_out, b)
+            else:
+                projected = cell.project_inputs(layer_input) if layer_input is not None else None
+                layer_input, _ = self._unroll(cell, projected, state, n_out, b)
             hidden_all.append(layer_input)  # (n_out*B, C_hid, h', w')
 
         features = torch.cat(hidden_all, dim=1)  # (n_out*B, sum(hidden), h', w')
@@ -237,6 +249,29 @@ class EncoderForecaster(nn.Module):
                 state = checkpoint(cell, x_t, state, use_reentrant=False)
             else:
                 state = cell(x_t, state)
+            outputs.append(state[0])
+        return torch.cat(outputs), state
+
+    def _fused(self, cell: ConvRNNCell) -> bool:
+        """Whether ``cell`` runs the fused unroll (not with gradient checkpointing)."""
+        if self.unroll not in UNROLLS:
+            raise ValueError(f"unknown unroll {self.unroll!r}; choose one of {UNROLLS}")
+        checkpointing = self.gradient_checkpointing and torch.is_grad_enabled()
+        return self.unroll == "fused" and cell.fusable and cell.input_conv is not None and not checkpointing
+
+    def _unroll_fused(
+        self, cell: ConvRNNCell, inputs: Tensor, state: State | None, steps: int, batch: int
+    ) -> tuple[Tensor, State]:
+        """Like :meth:`_unroll`, with one convolution over ``cat([x_t, h])`` per step.
+
+        ``inputs`` are the raw inputs ``(steps*B or B, C_in, h', w')``, not their projection.
+        """
+        weight = cell.fused_weight()
+        per_step = inputs.split(batch)  # views, one per step (or one for a constant input)
+        outputs = []
+        for t in range(steps):
+            h = state[0] if state is not None else None
+            state = cell.step(cell.fused_gates(per_step[min(t, len(per_step) - 1)], h, weight), state)
             outputs.append(state[0])
         return torch.cat(outputs), state
 

@@ -1,0 +1,61 @@
+"""Choose how the recurrent layers are unrolled, by timing both ways on this machine.
+
+The split unroll (input convolution batched over time, hidden convolution per step) does fewer
+FLOPs; the fused one (one convolution over ``cat([x_t, h])`` per step) runs fewer, larger
+convolutions. Which is faster depends on the hardware and the shapes: on a 2-core AVX2 CPU in fp32
+the fused one won for the paper's Moving-MNIST net and the split one for the radar net. Both
+give the same forecast up to rounding (tested).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from nowcast.forecast import run_model
+from nowcast.models.encoder_forecaster import UNROLLS, EncoderForecaster
+
+#: ``trainer.unroll`` values: ``auto`` times both on the first batch.
+UNROLL_CHOICES = ("auto", *UNROLLS)
+
+
+def choose_unroll(
+    model: EncoderForecaster,
+    frames: torch.Tensor,
+    n_out: int,
+    step_minutes: torch.Tensor | None,
+    precision: str,
+    reps: int = 2,
+) -> tuple[str, dict[str, float]]:
+    """The faster unroll for one training step of ``model`` on ``frames`` ``(B, T_in, C, H, W)``.
+
+    Times a forward and backward pass of each unroll, alternating (after one untimed round), and
+    returns the name with the lower median and the median seconds of each. Gradients are cleared
+    and the global RNG state is left as it was. A model without fusable layers gets ``split``.
+    """
+    fusable = any(cell.fusable and cell.input_conv is not None for cell in model.encoder)
+    if not fusable:
+        return "split", {}
+    original = model.unroll
+    seconds: dict[str, list[float]] = {name: [] for name in UNROLLS}
+    with torch.random.fork_rng(devices=[]):
+        for round_ in range(reps + 1):
+            for name in UNROLLS:
+                model.unroll = name
+                _sync(frames.device)
+                start = time.perf_counter()
+                run_model(model, frames, n_out, step_minutes, precision).square().mean().backward()
+                _sync(frames.device)
+                if round_:
+                    seconds[name].append(time.perf_counter() - start)
+    model.zero_grad(set_to_none=True)
+    model.unroll = original
+    medians = {name: statistics.median(times) for name, times in seconds.items()}
+    return min(medians, key=medians.get), medians
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
