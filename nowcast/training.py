@@ -342,9 +342,6 @@ class Trainer:
         loader = self._loader(self.bundle.train, sampler=sampler)
         previous = self._install_signal_handlers()
         self.model.train()
-        if not self.state.unroll:
-            self.state.unroll = self._choose_unroll()
-        self.model.unroll = self.state.unroll
         bar = tqdm(
             total=self.total_steps,
             initial=self.state.step,
@@ -354,6 +351,9 @@ class Trainer:
         )
         reason = "max_steps"
         deadline = time.monotonic() + 60.0 * self.tcfg.max_minutes if self.tcfg.max_minutes else math.inf
+        if not self.state.unroll:  # timed inside the budget
+            self.state.unroll = self._choose_unroll()
+        self.model.unroll = self.state.unroll
         window_loss, window_steps, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
         try:
             for batch in loader:
