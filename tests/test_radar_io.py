@@ -259,6 +259,31 @@ def test_fmi_pgm_reflectivity_through_pysteps(tmp_path):
     assert ds["x"].values[1] - ds["x"].values[0] == pytest.approx(1000.0)
 
 
+def write_mch_gif(path, digital_numbers: np.ndarray) -> None:
+    """A MeteoSwiss AQC GIF: 8-bit palette indices (the importer reads the index, not the colour)."""
+    from PIL import Image
+
+    image = Image.fromarray(digital_numbers.astype(np.uint8), mode="P")
+    image.putpalette([v for i in range(256) for v in (i, i, i)])
+    image.save(path, optimize=False)
+
+
+def test_mch_gif_accumulation_through_pysteps(tmp_path):
+    numbers = np.full((10, 14), 1)  # 0 and 1: no rain
+    numbers[2:5, 3:8] = 120  # (10^((120 − 71.5)/20) / 316)^(1/1.5) mm in 5 minutes
+    numbers[0, 0] = 255  # outside the radar's range
+    for name in ("AQC151351545F_00005.801.gif", "AQC151351550F_00005.801.gif"):
+        write_mch_gif(tmp_path / name, numbers)
+    ds = open_radar(tmp_path)
+    assert ds.sizes == {"time": 2, "y": 10, "x": 14}
+    assert ds["time"].values[0] == np.datetime64("2015-05-15T15:45")  # day 135 of 2015
+    rate = ds["rainfall_rate"].values[0]
+    expected = (10 ** ((120 - 71.5) / 20) / 316.0) ** (1 / 1.5) * 12.0  # mm per 5 min → mm/h
+    assert rate[3, 4] == pytest.approx(expected, rel=1e-6)
+    assert rate[8, 10] == 0.0 and np.isnan(rate[0, 0])
+    assert ds["x"].values[1] - ds["x"].values[0] == pytest.approx(1000.0)
+
+
 def test_stray_negative_pixel_is_set_to_zero_with_one_warning(tmp_path, caplog):
     field = np.ones((4, 4))
     field[1, 2] = -0.1
