@@ -45,9 +45,10 @@ def choose(checkpoint: Path, radar: Path, every: int) -> dict[float, dict]:
     for inputs, observed, _ in iter_windows(sequences, spec, window_starts(sequences, spec, every)):
         window = Window(inputs, spec.n_out, spec.step_minutes, grid_spacing_km(ds))
         out = model(window)
+        source = window.probability_fields.get("model", out)  # the field probabilities come from
         valid = common_mask(observed, [out[0]])
         for growth, scorer in scorers.items():
-            scorer.update(exceedance(out, THRESHOLDS, window.lead_minutes, spacing, growth), observed, valid)
+            scorer.update(exceedance(source, THRESHOLDS, window.lead_minutes, spacing, growth), observed, valid)
     result = {}
     for growth, scorer in scorers.items():
         scores = scorer.compute()

@@ -206,7 +206,8 @@ def score_windows(
             if name not in prob_scorers:
                 size = out.shape[0] if out.shape[0] > 1 else None
                 prob_scorers[name] = ProbabilisticScorer(probability_thresholds, spec.n_out, size)
-            probability = exceedance(out, probability_thresholds, window.lead_minutes, float(np.mean(spacing_km)))
+            source = window.probability_fields.get(name, out)
+            probability = exceedance(source, probability_thresholds, window.lead_minutes, float(np.mean(spacing_km)))
             prob_scorers[name].update(probability, observed, valid, out if out.shape[0] > 1 else None)
         rain = float(np.nansum(observed))
         if rain > best_rain:

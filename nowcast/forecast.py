@@ -229,6 +229,22 @@ class Forecaster:
         out[np.broadcast_to(no_data[:, None], out.shape)] = np.nan
         return out[0] if single else out
 
+    @torch.no_grad()
+    def forecast_for_probabilities(
+        self, rates: np.ndarray, n_out: int, step_minutes: float | None, spacing_km: tuple[float, float] = (1.0, 1.0)
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The forecast ``(n_out, H, W)`` of :meth:`forecast` and the field its probabilities come from.
+
+        For a Lagrangian model with lead-time smoothing that field is the same forecast without the
+        smoothing (the neighbourhood of :mod:`nowcast.probability` smooths it once instead of twice;
+        chosen on the validation radar, see ``benchmarks/results/probabilistic``); otherwise the
+        forecast itself. One window ``(T, H, W)`` mm/h.
+        """
+        if not self.lagrangian:
+            out = self.forecast(rates, n_out, step_minutes, spacing_km)
+            return out, out
+        return self._forecast_lagrangian(rates[-self.t_in :], n_out, step_minutes, spacing_km, unsmoothed=True)
+
     def _run(self, frames: torch.Tensor, n_out: int, step_minutes: float | None) -> np.ndarray:
         """Model-space ``(B, T, 1, H, W)`` in, decoded rain rate ``(B, n_out, H, W)`` mm/h out."""
         step = None
@@ -240,9 +256,18 @@ class Forecaster:
         return self.transform.decode(y.cpu().numpy()).astype(np.float32)
 
     def _forecast_lagrangian(
-        self, rates: np.ndarray, n_out: int, step_minutes: float | None, spacing_km: tuple[float, float]
-    ) -> np.ndarray:
-        """One window ``(T, H, W)`` mm/h → ``(n_out, H, W)``: resample, advect, correct, advect back."""
+        self,
+        rates: np.ndarray,
+        n_out: int,
+        step_minutes: float | None,
+        spacing_km: tuple[float, float],
+        unsmoothed: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """One window ``(T, H, W)`` mm/h → ``(n_out, H, W)``: resample, advect, correct, advect back.
+
+        With ``unsmoothed`` also the same forecast without the lead-time smoothing, from the same
+        network pass: ``(smoothed, unsmoothed)``.
+        """
         from nowcast import lagrangian, regrid
         from nowcast.baselines import motion_field
 
@@ -255,18 +280,25 @@ class Forecaster:
         x = self.transform.encode(np.nan_to_num(inputs, nan=0.0).astype(np.float32))
         frames = torch.from_numpy(x)[None, :, None].to(self.device)  # (1, T, 1, h, w)
         analysis = self._run(frames, n_out, step_minutes)[0]  # (n_out, h, w) in the analysis frame
-        if self.smoothing_km_per_minute > 0:
-            if step_minutes is None:
-                raise ValueError("lead-time smoothing needs the input's time step in minutes")
-            sigmas_km = self.smoothing_km_per_minute * float(step_minutes) * np.arange(1, n_out + 1)
-            analysis = smooth_by_lead(analysis, sigmas_km / self.grid_km)
-        if self.probability_matching == "cdf":
-            analysis = match_distribution(analysis, fields[-1])
-        out = np.nan_to_num(lagrangian.from_lagrangian(analysis, forward[:n_out]), nan=0.0)
-        out = regrid.resample(out, rates.shape[-2:])
-        out[out < RAIN_FLOOR_MM_H] = 0.0
-        out[:, no_data] = np.nan
-        return out.astype(np.float32)
+
+        def finish(frames_in_analysis: np.ndarray) -> np.ndarray:
+            """Match, advect to each lead time, resample back; (n_out, H, W) mm/h on the input grid."""
+            if self.probability_matching == "cdf":
+                frames_in_analysis = match_distribution(frames_in_analysis, fields[-1])
+            out = np.nan_to_num(lagrangian.from_lagrangian(frames_in_analysis, forward[:n_out]), nan=0.0)
+            out = regrid.resample(out, rates.shape[-2:])
+            out[out < RAIN_FLOOR_MM_H] = 0.0
+            out[:, no_data] = np.nan
+            return out.astype(np.float32)
+
+        if self.smoothing_km_per_minute <= 0:
+            out = finish(analysis)
+            return (out, out) if unsmoothed else out
+        if step_minutes is None:
+            raise ValueError("lead-time smoothing needs the input's time step in minutes")
+        sigmas_km = self.smoothing_km_per_minute * float(step_minutes) * np.arange(1, n_out + 1)
+        out = finish(smooth_by_lead(analysis, sigmas_km / self.grid_km))
+        return (out, finish(analysis)) if unsmoothed else out
 
 
 def smooth_by_lead(frames: np.ndarray, sigmas: np.ndarray) -> np.ndarray:

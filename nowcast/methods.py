@@ -55,6 +55,10 @@ class Window:
         Time between frames (minutes).
     spacing_km
         Grid spacing ``(dy, dx)`` in km.
+    probability_fields
+        Method name → the field ``(M, n_out, H, W)`` its exceedance probabilities come from, where a
+        method leaves one (the model: its forecast without lead-time smoothing); otherwise the
+        probabilities come from the method's output.
 
     """
 
@@ -62,6 +66,7 @@ class Window:
     n_out: int
     step_minutes: float
     spacing_km: tuple[float, float] = (1.0, 1.0)
+    probability_fields: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _velocity: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -131,7 +136,11 @@ def model_method(forecaster) -> Method:
     """A trained :class:`~nowcast.forecast.Forecaster` as a method: ``(1, n_out, H, W)`` mm/h."""
 
     def forecast(window: Window) -> np.ndarray:
-        return forecaster.forecast(window.rates, window.n_out, window.step_minutes, window.spacing_km)[None]
+        out, for_probabilities = forecaster.forecast_for_probabilities(
+            window.rates, window.n_out, window.step_minutes, window.spacing_km
+        )
+        window.probability_fields["model"] = for_probabilities[None]
+        return out[None]
 
     return forecast
 

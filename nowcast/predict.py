@@ -251,7 +251,9 @@ def run(args: argparse.Namespace) -> int:
     n_out = horizon_steps(step, args.minutes, args.steps)
     spacing = grid_spacing_km(ds)
     spacing_km = float(np.mean(spacing))
-    forecast = forecaster.forecast(window["rainfall_rate"].values, n_out, step, spacing)
+    forecast, for_probabilities = forecaster.forecast_for_probabilities(
+        window["rainfall_rate"].values, n_out, step, spacing
+    )
     attrs = {
         "nowcast_model": f"{forecaster.frame} {forecaster.model.config.cell} encoder-forecaster "
         f"{forecaster.model.config.hidden}",
@@ -262,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
     }
     out = forecast_dataset(window, forecast, step, attrs)
     if args.probabilities:
-        probability = exceedance(forecast[None], args.probabilities, out["lead_time"].values, spacing_km)
+        probability = exceedance(for_probabilities[None], args.probabilities, out["lead_time"].values, spacing_km)
         out = add_probabilities(out, probability, args.probabilities)
     write_forecast(out, args.output)
     say(f"wrote {args.output}: {n_out} frames every {step:g} min from {pd.Timestamp(window['time'].values[-1])}")

@@ -108,6 +108,20 @@ def test_lagrangian_forecaster_smooths_by_lead_time():
     np.testing.assert_allclose(b.sum(axis=(1, 2)), a.sum(axis=(1, 2)), rtol=0.02)
 
 
+def test_probabilities_come_from_the_unsmoothed_forecast_of_the_same_pass():
+    from nowcast.methods import Window, get_method
+
+    rates = moving_blob(5)
+    smooth = _lagrangian_forecaster()
+    smooth.smoothing_km_per_minute = 0.2
+    out, for_probabilities = smooth.forecast_for_probabilities(rates, 4, 5.0)
+    np.testing.assert_array_equal(out, smooth.forecast(rates, 4, 5.0))
+    np.testing.assert_array_equal(for_probabilities, _lagrangian_forecaster().forecast(rates, 4, 5.0))
+    window = Window(rates, 4, 5.0)
+    np.testing.assert_array_equal(get_method("model", smooth)(window)[0], out)
+    np.testing.assert_array_equal(window.probability_fields["model"][0], for_probabilities)
+
+
 def test_lagrangian_forecast_on_a_500m_grid_comes_back_on_it():
     rates = moving_blob(5, size=64)
     forecast = _lagrangian_forecaster().forecast(rates, 3, 5.0, spacing_km=(0.5, 0.5))
