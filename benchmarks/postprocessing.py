@@ -42,7 +42,7 @@ def main() -> None:
             )
             methods = ["model", "extrapolation"]  # LK on the same windows and the same common mask
             result = evaluate(ds, forecaster, 60.0, None, args.every, methods, THRESHOLDS, [], False, ())
-            model, lk = ([s["csi"][t]["mean"] for t in THRESHOLDS] for s in map(result.scores.get, methods))
+            model, lk = ([result.scores[name]["csi"][t]["mean"] for t in THRESHOLDS] for name in methods)
             ratios = sum(c / b for c, b in zip(model, lk, strict=True))
             cells = f"{model[0]:.3f} | {model[1]:.3f} | {result.scores['model']['mse']['mean']:.3f}"
             print(f"| {matching} | {smoothing:g} | {cells} | {lk[0]:.3f} | {lk[1]:.3f} | {ratios:.3f} |", flush=True)

@@ -279,11 +279,7 @@ def metrics_rows(document: dict) -> list[dict]:
     for method, scores in document["methods"].items():
         for score, entry in scores.items():
             for threshold, scale, summary in _walk(entry):
-                rows += [
-                    _row(method, score, threshold, scale, lead, v)
-                    for lead, v in zip(leads, summary["by_lead"], strict=True)
-                ]
-                rows.append(_row(method, score, threshold, scale, "mean", summary["mean"]))
+                rows += _lead_rows(method, score, threshold, leads, summary, scale)
     for method, scores in document.get("probabilistic", {}).items():
         for score in ("brier", "bss"):
             for threshold, summary in scores[score].items():
@@ -306,9 +302,12 @@ def _row(method: str, score: str, threshold, scale, lead, value) -> dict:
     }
 
 
-def _lead_rows(method: str, score: str, threshold, leads: Sequence[float], summary: dict) -> list[dict]:
-    rows = [_row(method, score, threshold, "", lead, v) for lead, v in zip(leads, summary["by_lead"], strict=True)]
-    return [*rows, _row(method, score, threshold, "", "mean", summary["mean"])]
+def _lead_rows(
+    method: str, score: str, threshold, leads: Sequence[float], summary: dict, scale: object = ""
+) -> list[dict]:
+    """One row per lead time of ``summary["by_lead"]``, then the ``mean`` row."""
+    rows = [_row(method, score, threshold, scale, lead, v) for lead, v in zip(leads, summary["by_lead"], strict=True)]
+    return [*rows, _row(method, score, threshold, scale, "mean", summary["mean"])]
 
 
 def _walk(entry: dict) -> Iterator[tuple[str, str, dict]]:
