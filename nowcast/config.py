@@ -80,6 +80,7 @@ class LagrangianRadarDataConfig(RadarCommonConfig):
     crops_per_window: int = 3
     window_every: int = 2
     max_size_km: float = 512.0
+    max_boxes: int = 4  # boxes of max_size_km taken from a larger mosaic
     min_wet_fraction: float = 0.02
     samples_per_epoch: int = 100000
     val_size: int = 128

@@ -200,3 +200,42 @@ def test_validation_radar_must_not_be_trained_on(tmp_path, compose_config):
     cfg = compose_config("data=lagrangian_radar", f"data.paths=[{tmp_path}]", f"data.val_paths=[{tmp_path}]")
     with pytest.raises(UserError, match="not trained on"):
         build_data(cfg.data)
+
+
+def _two_storms(shape: tuple[int, int] = (40, 100)) -> np.ndarray:
+    """A dry field with two 8×8 storms of 4 mm/h, near the left and right edges."""
+    rates = np.zeros(shape)
+    rates[10:18, 5:13] = 4.0
+    rates[20:28, 85:93] = 4.0
+    return rates
+
+
+def test_rainy_boxes_find_separate_storms_without_overlap():
+    from nowcast.data.lagrangian import rainy_boxes
+
+    rates = np.stack([_two_storms()] * 3)
+    boxes = rainy_boxes(rates, (30, 30), count=4, min_wet_fraction=0.02)
+    assert len(boxes) == 2  # a third box would be dry
+    covered = [rates[0][rows, cols].sum() for rows, cols in boxes]
+    assert covered == [256.0, 256.0]  # each box holds a whole storm
+    (r0, c0), (r1, c1) = boxes
+    assert c0.stop <= c1.start or c1.stop <= c0.start
+    assert rainy_boxes(rates, (30, 30), count=1, min_wet_fraction=0.02) == boxes[:1]
+
+
+def test_a_large_mosaic_is_read_as_boxes_where_it_rains(tmp_path, compose_config):
+    import pandas as pd
+    from conftest import write_frame
+
+    from nowcast.data.lagrangian import source_regions, source_sequences
+
+    t0 = pd.Timestamp("2024-01-01 00:00")
+    for t in range(8):
+        write_frame(tmp_path / f"m_{t}.nc", _two_storms() * 5 / 60, t0 + pd.Timedelta(minutes=5 * t))
+    cfg = compose_config("data=lagrangian_radar", "data.max_size_km=30", "data.max_boxes=4").data
+    regions = source_regions(str(tmp_path), cfg)
+    assert len(regions) == 2
+    sequences = source_sequences(str(tmp_path), cfg)
+    assert [seq.shape for seq, _ in sequences] == [(8, 30, 30)] * 2
+    assert all(np.isclose(seq[0].sum(), 256.0) for seq, _ in sequences)
+    assert source_regions(str(tmp_path), compose_config("data=lagrangian_radar").data) == [None]

@@ -5,9 +5,9 @@ radar that is not trained on) and every window of ``t_in + t_out`` frames (every
 ``window_every`` frames, at each temporal stride): resample to ``grid_km``, estimate
 Lucas–Kanade motion from the inputs on the whole grid, advect the inputs to the analysis time and
 bring the targets back to it (:mod:`nowcast.lagrangian`), then keep ``crops_per_window`` crops
-where it rains. Mosaics larger than ``max_size_km`` are first cut to the box of that size with
-the most rain. Items are flipped and rotated at random in training (valid once motion is
-removed).
+where it rains. Mosaics larger than ``max_size_km`` are first cut into up to ``max_boxes``
+boxes of that size where it rains, each read on its own (a continental mosaic is never held
+whole). Items are flipped and rotated at random in training (valid once motion is removed).
 """
 
 from __future__ import annotations
@@ -28,45 +28,79 @@ from nowcast import lagrangian, regrid
 from nowcast.baselines import motion_field
 from nowcast.data import DataBundle
 from nowcast.errors import UserError
-from nowcast.io.radar import ZR, open_radar, split_sequences
+from nowcast.io.radar import ZR, expand_paths, open_radar, split_sequences
 from nowcast.transforms import Transform
 
 log = logging.getLogger(__name__)
 
 #: Settings that change the cached arrays (the cache key).
 CACHE_KEYS = (
-    "t_in", "t_out", "strides", "grid_km", "crop", "crops_per_window", "window_every", "max_size_km",
+    "t_in", "t_out", "strides", "grid_km", "crop", "crops_per_window", "window_every", "max_size_km", "max_boxes",
     "wet_threshold", "min_wet_fraction", "zr_a", "zr_b", "transform_scale_mm_h", "seed",
 )  # fmt: skip
 
 
-def _rainiest_box(rates: np.ndarray, size: tuple[int, int]) -> tuple[slice, slice]:
-    """The ``size`` box of ``(T, H, W)`` with the most wet pixels over time."""
+def rainy_boxes(
+    rates: np.ndarray, size: tuple[int, int], count: int, min_wet_fraction: float
+) -> list[tuple[slice, slice]]:
+    """Up to ``count`` non-overlapping ``size`` boxes of ``(T, H, W)`` with the most wet pixels, wettest first.
+
+    A box is kept only while at least ``min_wet_fraction`` of it is wet (≥ 0.5 mm/h) on average;
+    the wettest box is always kept.
+    """
     from scipy.ndimage import uniform_filter
 
     wet = np.nanmean((np.nan_to_num(rates) >= 0.5).astype(np.float32), axis=0)
     score = uniform_filter(wet, size=size, mode="constant")
     h, w = size
     half_h, half_w = h // 2, w // 2
-    inner = score[half_h : rates.shape[1] - (h - half_h) + 1, half_w : rates.shape[2] - (w - half_w) + 1]
-    top, left = np.unravel_index(int(np.argmax(inner)), inner.shape)
-    return slice(top, top + h), slice(left, left + w)
+    inner = score[half_h : rates.shape[1] - (h - half_h) + 1, half_w : rates.shape[2] - (w - half_w) + 1].copy()
+    boxes: list[tuple[slice, slice]] = []
+    while len(boxes) < count:
+        top, left = np.unravel_index(int(np.argmax(inner)), inner.shape)
+        if boxes and inner[top, left] < min_wet_fraction:
+            break
+        boxes.append((slice(top, top + h), slice(left, left + w)))
+        # no later box may overlap this one
+        inner[max(0, top - h + 1) : top + h, max(0, left - w + 1) : left + w] = -np.inf
+        if not np.isfinite(inner).any():
+            break
+    return boxes
+
+
+def source_regions(path: str, cfg: Any) -> list[tuple[float, float, float, float] | None]:
+    """Regions of one source to read: ``[None]`` (all of it) when it fits in ``max_size_km``.
+
+    A larger mosaic gets up to ``max_boxes`` non-overlapping boxes of that size where it rains,
+    found on three frames (first, middle, last) so that a continental mosaic is never read whole
+    over time. Regions are ``(x_min, x_max, y_min, y_max)`` in the data's coordinates.
+    """
+    files = expand_paths(path)
+    probe_files = sorted({files[0], files[len(files) // 2], files[-1]})
+    probe = open_radar(probe_files, zr=ZR(cfg.zr_a, cfg.zr_b), skip_bad=True)
+    spacing = regrid.grid_spacing_km(probe)
+    size = (int(cfg.max_size_km / spacing[0]), int(cfg.max_size_km / spacing[1]))
+    if probe.sizes["y"] <= size[0] and probe.sizes["x"] <= size[1]:
+        return [None]
+    size = (min(size[0], probe.sizes["y"]), min(size[1], probe.sizes["x"]))
+    x, y = probe["x"].values, probe["y"].values
+    regions = []
+    for rows, cols in rainy_boxes(probe["rainfall_rate"].values, size, cfg.max_boxes, cfg.min_wet_fraction):
+        xs, ys = x[cols], y[rows]
+        regions.append((float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max())))
+    log.info("%s: %d box(es) of %g km where it rains", path, len(regions), cfg.max_size_km)
+    return regions
 
 
 def source_sequences(path: str, cfg: Any) -> list[tuple[np.ndarray, float]]:
     """Regular sequences of one source on the common grid: ``[(rates (T, h, w) mm/h, step minutes)]``."""
-    ds = open_radar(path, zr=ZR(cfg.zr_a, cfg.zr_b), skip_bad=True)
-    spacing = regrid.grid_spacing_km(ds)
-    rates = ds["rainfall_rate"].values
-    limit = (int(cfg.max_size_km / spacing[0]), int(cfg.max_size_km / spacing[1]))
-    if rates.shape[1] > limit[0] or rates.shape[2] > limit[1]:
-        rows, cols = _rainiest_box(rates, (min(limit[0], rates.shape[1]), min(limit[1], rates.shape[2])))
-        ds = ds.isel(y=rows, x=cols)
-        log.info("%s: cut to the rainiest %g km box", path, cfg.max_size_km)
     out = []
-    for seq, step in split_sequences(ds):
-        values = seq["rainfall_rate"].values
-        out.append((regrid.resample(values, regrid.shape_at(values.shape[-2:], spacing, cfg.grid_km)), step))
+    for region in source_regions(path, cfg):
+        ds = open_radar(path, zr=ZR(cfg.zr_a, cfg.zr_b), region=region, skip_bad=True)
+        spacing = regrid.grid_spacing_km(ds)
+        for seq, step in split_sequences(ds):
+            values = seq["rainfall_rate"].values
+            out.append((regrid.resample(values, regrid.shape_at(values.shape[-2:], spacing, cfg.grid_km)), step))
     return out
 
 
