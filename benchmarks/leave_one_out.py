@@ -24,6 +24,7 @@ SOURCES = [
     "fmi-2017-05-09",
     "rmi-2021-07-04",
     "opera-2018-08-24",
+    "mrms-2019-06-10",
 ]
 #: held-out radar → the day it is scored on (both MeteoSwiss days are held out together)
 FOLDS = {

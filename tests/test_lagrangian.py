@@ -143,6 +143,26 @@ def test_residual_head_starts_at_last_frame_and_has_no_blocks():
     assert steps[:, 3].mean() < 3 * steps[:, 1].mean() + 1e-3
 
 
+def test_residual_head_blends_each_blur_width_by_its_own_weight():
+    """With β_k = 1 for one width and 0 elsewhere the forecast is that Gaussian blur of the last frame."""
+    import math
+
+    from scipy.ndimage import gaussian_filter
+
+    config = ModelConfig(hidden=[4], output_activation="identity", head="residual", blur_sigmas=[1.0, 4.0])
+    model = EncoderForecaster(config)
+    x = torch.rand(1, 3, 1, 24, 32)
+    torch.testing.assert_close(model(x, 2), x[:, -1:].expand(-1, 2, -1, -1, -1))
+    for k, sigma in enumerate(config.blur_sigmas):
+        with torch.no_grad():
+            model.output_conv.bias.zero_()
+            model.output_conv.bias[k + 1] = 1.0
+        expected = gaussian_filter(x[0, -1, 0].numpy(), sigma, mode="nearest", truncate=math.ceil(3 * sigma) / sigma)
+        np.testing.assert_allclose(model(x, 2)[0, 1, 0].detach().numpy(), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="blur_sigmas"):
+        EncoderForecaster(ModelConfig(head="residual", blur_sigmas=[0.0]))
+
+
 def test_soft_csi_matches_hard_csi_when_sharp():
     from nowcast.training import soft_csi
 

@@ -29,8 +29,6 @@ HEADS = ("frames", "residual")
 #: per step; ``fused`` convolves ``cat([x_t, h])`` per step, as the common code does. Same result;
 #: which is faster depends on the hardware and the shapes (see :func:`nowcast.unroll.choose_unroll`).
 UNROLLS = ("split", "fused")
-#: Width (pixels) of the Gaussian the residual head may blend towards.
-BLUR_SIGMA_PIXELS = 2.0
 
 OUTPUT_ACTIVATIONS = {"sigmoid": torch.sigmoid, "identity": lambda x: x, "relu": F.relu}
 
@@ -63,11 +61,15 @@ class ModelConfig:
         ``(H, W)`` of the frames when fixed (Moving-MNIST); enables per-pixel peephole weights.
     head
         ``frames``: the 1×1 convolution gives each output frame through depth-to-space (the
-        paper). ``residual``: it gives, at patch resolution, a change ``Δ`` and a smoothing weight
-        ``β``, upsampled bilinearly (no patch blocks), and the forecast is
-        ``x_last + Δ + β·(blur(x_last) − x_last)`` with ``x_last`` the last input frame at full
-        resolution. The convolution starts at zero, so an untrained residual model repeats
+        paper). ``residual``: it gives, at patch resolution, a change ``Δ`` and one smoothing
+        weight ``β_k`` per blur width, upsampled bilinearly (no patch blocks), and the forecast is
+        ``x_last + Δ + Σ_k β_k·(blur_k(x_last) − x_last)`` with ``x_last`` the last input frame at
+        full resolution. The convolution starts at zero, so an untrained residual model repeats
         ``x_last`` (in the Lagrangian frame: extrapolation).
+    blur_sigmas
+        Widths (σ, pixels of the full-resolution frame) of the Gaussians the residual head blends
+        towards. Several widths let the network fade each scale of the rain at its own rate, where
+        and when the inputs say it decays, as S-PROG's cascade does by a fixed rule.
 
     """
 
@@ -80,6 +82,7 @@ class ModelConfig:
     step_channel: bool = False
     frame_size: list[int] | None = None
     head: str = "frames"
+    blur_sigmas: list[float] = field(default_factory=lambda: [2.0])
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
@@ -92,6 +95,7 @@ class ModelConfig:
         values["hidden"] = [int(h) for h in values.get("hidden", [64, 64])]
         if values.get("frame_size") is not None:
             values["frame_size"] = [int(s) for s in values["frame_size"]]
+        values["blur_sigmas"] = [float(s) for s in values.get("blur_sigmas", [2.0])]
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,10 +138,13 @@ class EncoderForecaster(nn.Module):
         if config.head == "residual":
             if config.in_channels != 1:
                 raise ValueError("head residual needs in_channels=1")
-            self.output_conv = nn.Conv2d(sum(config.hidden), 2, kernel_size=1)
+            if not config.blur_sigmas or min(config.blur_sigmas) <= 0:
+                raise ValueError(f"blur_sigmas must be positive widths in pixels, got {config.blur_sigmas}")
+            self.output_conv = nn.Conv2d(sum(config.hidden), 1 + len(config.blur_sigmas), kernel_size=1)
             nn.init.zeros_(self.output_conv.weight)
             nn.init.zeros_(self.output_conv.bias)
-            self.register_buffer("blur_kernel", _gaussian_kernel(BLUR_SIGMA_PIXELS), persistent=False)
+            for k, sigma in enumerate(config.blur_sigmas):
+                self.register_buffer(f"blur_kernel_{k}", _gaussian_kernel_1d(sigma), persistent=False)
         else:
             self.output_conv = nn.Conv2d(sum(config.hidden), frame_channels, kernel_size=1)
         self.activation = OUTPUT_ACTIVATIONS[config.output_activation]
@@ -209,19 +216,20 @@ class EncoderForecaster(nn.Module):
         return y.unflatten(0, (n_out, b)).transpose(0, 1)  # (B, n_out, C, H, W)
 
     def _residual(self, change: Tensor, last: Tensor, n_out: int, h: int, w: int) -> Tensor:
-        """Forecast ``x_last + Δ + β·(blur(x_last) − x_last)``, ``(n_out*B, 1, H, W)``.
+        """Forecast ``x_last + Δ + Σ_k β_k·(blur_k(x_last) − x_last)``, ``(n_out*B, 1, H, W)``.
 
-        ``change`` holds ``Δ`` and ``β`` at patch resolution, ``(n_out*B, 2, h', w')``; ``last`` is
-        the last input frame ``(B, 1, H, W)``.
+        ``change`` holds ``Δ`` and the ``β_k`` at patch resolution, ``(n_out*B, 1 + K, h', w')``;
+        ``last`` is the last input frame ``(B, 1, H, W)``.
         """
         p = self.config.patch_size
         change = F.interpolate(change.float(), size=(h + (-h) % p, w + (-w) % p), mode="bilinear", align_corners=False)
-        change = change[..., :h, :w]  # (n_out*B, 2, H, W)
+        change = change[..., :h, :w].unflatten(0, (n_out, -1))  # (n_out, B, 1 + K, H, W)
         last = last.float()  # (B, 1, H, W)
-        radius = self.blur_kernel.shape[-1] // 2
-        blurred = F.conv2d(F.pad(last, (radius,) * 4, mode="replicate"), self.blur_kernel)
-        last, blurred = last.repeat(n_out, 1, 1, 1), blurred.repeat(n_out, 1, 1, 1)
-        return last + change[:, :1] + change[:, 1:] * (blurred - last)
+        out = last + change[:, :, :1]
+        for k in range(len(self.config.blur_sigmas)):
+            detail = _separable_blur(last, getattr(self, f"blur_kernel_{k}")) - last
+            out = out + change[:, :, k + 1 : k + 2] * detail
+        return out.flatten(0, 1)
 
     def _step_field(self, step_minutes: Tensor | None, like: Tensor) -> Tensor | None:
         """The time step as a constant channel ``(B, 1, h', w')`` shaped like ``like`` ``(B, C, h', w')``."""
@@ -276,13 +284,24 @@ class EncoderForecaster(nn.Module):
         return torch.cat(outputs), state
 
 
-def _gaussian_kernel(sigma: float) -> Tensor:
-    """Normalised 2-D Gaussian ``(1, 1, K, K)``, K = 2·ceil(3σ) + 1."""
+def _gaussian_kernel_1d(sigma: float) -> Tensor:
+    """Normalised 1-D Gaussian of ``sigma`` pixels, ``(K,)`` with K = 2·ceil(3σ) + 1."""
     radius = int(math.ceil(3 * sigma))
     x = torch.arange(-radius, radius + 1, dtype=torch.float32)
     g = torch.exp(-(x**2) / (2 * sigma**2))
-    kernel = torch.outer(g, g)
-    return (kernel / kernel.sum())[None, None]
+    return g / g.sum()
+
+
+def _separable_blur(frames: Tensor, kernel: Tensor) -> Tensor:
+    """Gaussian blur of ``(N, 1, H, W)`` along columns then rows, edges replicated (any kernel size)."""
+    radius = kernel.numel() // 2
+    for dim, shape in ((-1, (1, 1, 1, -1)), (-2, (1, 1, -1, 1))):
+        first, last = frames.narrow(dim, 0, 1), frames.narrow(dim, frames.shape[dim] - 1, 1)
+        sizes = list(frames.shape)
+        sizes[dim] = radius
+        padded = torch.cat([first.expand(sizes), frames, last.expand(sizes)], dim=dim)
+        frames = F.conv2d(padded, kernel.view(shape))
+    return frames
 
 
 def count_parameters(model: nn.Module) -> int:
