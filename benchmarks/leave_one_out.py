@@ -41,8 +41,8 @@ TRAIN_SETTINGS = [
     "trainer.csi_weights=[0.3,1.0]",
     "trainer.lr=1e-3",
     "trainer.batch_size=8",
-    "trainer.max_steps=600",
-    "trainer.max_minutes=6",
+    "trainer.max_steps=1200",
+    "trainer.max_minutes=20",
     "trainer.val_every=100",
 ]
 

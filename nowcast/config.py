@@ -77,7 +77,7 @@ class LagrangianRadarDataConfig(RadarCommonConfig):
     t_out: int = 12
     grid_km: float = 1.0
     crop: int = 96
-    crops_per_window: int = 3
+    crops_per_window: int = 6
     window_every: int = 2
     max_size_km: float = 512.0
     max_boxes: int = 4  # boxes of max_size_km taken from a larger mosaic
