@@ -129,6 +129,23 @@ def test_lagrangian_forecast_on_a_500m_grid_comes_back_on_it():
     assert forecast.max() > 5.0  # the cell survives the trip to 1 km and back
 
 
+def test_matched_forecast_on_a_500m_grid_keeps_the_observed_wet_area():
+    """The round trip to the 1 km model grid and back must not shrink the area above a threshold."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(0)
+    field = gaussian_filter(rng.gamma(0.4, 6.0, (96, 96)), 1.0)  # patchy rain at 500 m, mm/h
+    rates = np.stack([field] * 5).astype(np.float32)
+    forecaster = _lagrangian_forecaster()
+    forecaster.probability_matching = "cdf"
+    first = forecaster.forecast(rates, 2, 5.0, spacing_km=(0.5, 0.5))[0]
+    round_trip = regrid.resample(regrid.resample(field, (48, 48)), (96, 96))
+    for threshold in (1.0, 5.0):
+        observed = (field >= threshold).mean()
+        assert abs((round_trip >= threshold).mean() - observed) > 0.02  # what the round trip alone loses
+        assert abs((first >= threshold).mean() - observed) < 0.01
+
+
 def test_residual_head_starts_at_last_frame_and_has_no_blocks():
     config = ModelConfig(hidden=[4], patch_size=4, output_activation="identity", head="residual")
     model = EncoderForecaster(config)
