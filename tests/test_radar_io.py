@@ -1,6 +1,7 @@
 """The radar loader against files written with known content, and every bad input."""
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -161,7 +162,7 @@ def test_knmi_hdf5_through_pysteps():
     assert np.isnan(ds["rainfall_rate"].values).any()  # outside coverage stays no-data
 
 
-def write_odim(path, rate_mm_h: np.ndarray, time: str, quantity: str = "RATE", gain: float = 0.01) -> None:
+def write_odim(path, rate_mm_h: np.ndarray, time: str, quantity: str = "RATE", gain: float = 0.01) -> Path:
     """A minimal ODIM HDF5 composite (what/where/dataset1/data1) on a 1 km LAEA grid."""
     import h5py
     from pyproj import Proj
@@ -193,6 +194,7 @@ def write_odim(path, rate_mm_h: np.ndarray, time: str, quantity: str = "RATE", g
         )
         raw = np.where(np.isnan(rate_mm_h), 65535, np.round(np.nan_to_num(rate_mm_h) / gain)).astype(np.uint16)
         data.create_dataset("data", data=raw)
+    return path
 
 
 def test_odim_hdf5_through_pysteps(tmp_path):
@@ -215,7 +217,7 @@ def _warnings(caplog):
     return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
 
 
-def write_fmi_pgm(path, dbz: np.ndarray, time: str) -> None:
+def write_fmi_pgm(path, dbz: np.ndarray, time: str) -> Path:
     """A gzipped FMI composite PGM: 8-bit ``2·dBZ + 64``, 255 = no data, metadata in header comments."""
     import gzip
 
@@ -240,6 +242,7 @@ def write_fmi_pgm(path, dbz: np.ndarray, time: str) -> None:
     raw = np.where(np.isnan(dbz), 255, np.round(np.nan_to_num(dbz) * 2 + 64)).astype(np.uint8)
     with gzip.open(path, "wb") as f:
         f.write(("\n".join(header) + "\n").encode() + raw.tobytes())
+    return path
 
 
 def test_fmi_pgm_reflectivity_through_pysteps(tmp_path):
@@ -259,13 +262,14 @@ def test_fmi_pgm_reflectivity_through_pysteps(tmp_path):
     assert ds["x"].values[1] - ds["x"].values[0] == pytest.approx(1000.0)
 
 
-def write_mch_gif(path, digital_numbers: np.ndarray) -> None:
+def write_mch_gif(path, digital_numbers: np.ndarray) -> Path:
     """A MeteoSwiss AQC GIF: 8-bit palette indices (the importer reads the index, not the colour)."""
     from PIL import Image
 
     image = Image.fromarray(digital_numbers.astype(np.uint8), mode="P")
     image.putpalette([v for i in range(256) for v in (i, i, i)])
     image.save(path, optimize=False)
+    return path
 
 
 def test_mch_gif_accumulation_through_pysteps(tmp_path):
@@ -397,3 +401,46 @@ def test_every_shared_source_reads(folder, fmt, shape, step, region):
     assert split_sequences(ds)[0][1] == step
     rate = ds["rainfall_rate"].values
     assert np.nanmin(rate) >= 0 and np.nanmax(rate) <= 500
+
+
+# ---------------------------------------------------------------- bad input, format by format
+FMI_NAME = "201705091000_fmi.radar.composite.lowest_FIN_SUOMI1.pgm.gz"
+MCH_NAME = "AQC151351545F_00005.801.gif"
+
+
+def _cut_in_half(path: Path) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _mixed_formats(d: Path) -> Path:
+    write_odim(d / "a.h5", blob_field(0, size=24), "20240101001000")
+    write_frame(d / "b.nc", blob_field(1, size=24), T0)
+    return d
+
+
+ODIM_TIME, FMI_TIME = "20240101001000", "201705091000"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: _cut_in_half(write_odim(d / "a.h5", blob_field(0, size=24), ODIM_TIME)), "truncated or corrupt"),
+        (lambda d: write_odim(d / "a.h5", np.full((8, 8), np.nan), ODIM_TIME), "missing"),
+        (lambda d: write_odim(d / "a.h5", np.ones((8, 8)), ODIM_TIME, quantity="XYZ"), "none of the quantities"),
+        (lambda d: _cut_in_half(write_fmi_pgm(d / FMI_NAME, np.full((8, 8), 20.0), FMI_TIME)), "cannot read as FMI"),
+        (lambda d: write_fmi_pgm(d / FMI_NAME, np.full((8, 8), np.nan), FMI_TIME), "missing"),
+        (lambda d: _cut_in_half(write_mch_gif(d / MCH_NAME, np.full((8, 8), 120))), "cannot read as MeteoSwiss"),
+        (lambda d: write_mch_gif(d / MCH_NAME, np.full((8, 8), 255)), "missing"),
+        (_mixed_formats, "coordinates differ"),
+    ],
+    ids=["odim-truncated", "odim-all-no-data", "odim-wrong-quantity", "fmi-truncated", "fmi-all-no-data",
+         "mch-truncated", "mch-all-no-data", "mixed-formats"],
+)  # fmt: skip
+def test_bad_files_of_every_writable_format_give_one_line_errors(tmp_path, make, message):
+    pytest.importorskip("pyproj")
+    target = make(tmp_path)
+    with pytest.raises(UserError, match=message) as info:
+        open_radar(target)
+    assert "\n" not in str(info.value)
