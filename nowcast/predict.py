@@ -24,6 +24,7 @@ from nowcast.errors import UserError
 from nowcast.forecast import Forecaster
 from nowcast.io.formats import READERS, get_reader
 from nowcast.io.radar import ZR, open_radar, split_sequences
+from nowcast.methods import Window, get_method
 from nowcast.precision import PRECISIONS
 from nowcast.regrid import grid_spacing_km
 
@@ -251,9 +252,9 @@ def run(args: argparse.Namespace) -> int:
     n_out = horizon_steps(step, args.minutes, args.steps)
     spacing = grid_spacing_km(ds)
     spacing_km = float(np.mean(spacing))
-    forecast, for_probabilities = forecaster.forecast_for_probabilities(
-        window["rainfall_rate"].values, n_out, step, spacing
-    )
+    forecast_window = Window(window["rainfall_rate"].values, n_out, step, spacing)
+    forecast = get_method("model", forecaster)(forecast_window)[0]  # the interface evaluate uses
+    for_probabilities = forecast_window.probability_fields["model"]  # (1, n_out, H, W)
     attrs = {
         "nowcast_model": f"{forecaster.frame} {forecaster.model.config.cell} encoder-forecaster "
         f"{forecaster.model.config.hidden}",
@@ -264,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
     }
     out = forecast_dataset(window, forecast, step, attrs)
     if args.probabilities:
-        probability = exceedance(for_probabilities[None], args.probabilities, out["lead_time"].values, spacing_km)
+        probability = exceedance(for_probabilities, args.probabilities, out["lead_time"].values, spacing_km)
         out = add_probabilities(out, probability, args.probabilities)
     write_forecast(out, args.output)
     say(f"wrote {args.output}: {n_out} frames every {step:g} min from {pd.Timestamp(window['time'].values[-1])}")
