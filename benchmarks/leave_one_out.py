@@ -42,7 +42,7 @@ TRAIN_SETTINGS = [
     "trainer.lr=1e-3",
     "trainer.batch_size=8",
     "trainer.max_steps=1200",
-    "trainer.max_minutes=20",
+    "trainer.max_minutes=30",
     "trainer.val_every=100",
 ]
 
