@@ -281,14 +281,18 @@ class Forecaster:
         frames = torch.from_numpy(x)[None, :, None].to(self.device)  # (1, T, 1, h, w)
         analysis = self._run(frames, n_out, step_minutes)[0]  # (n_out, h, w) in the analysis frame
 
+        round_trip = None  # quantile map undoing the trip to the model's grid and back, built once
+        if self.probability_matching == "cdf" and fields.shape[-2:] != rates.shape[-2:]:
+            round_trip = round_trip_quantiles(rates[-1], regrid.resample(fields[-1], rates.shape[-2:]))
+
         def finish(frames_in_analysis: np.ndarray) -> np.ndarray:
             """Match, advect to each lead time, resample back; (n_out, H, W) mm/h on the input grid."""
             if self.probability_matching == "cdf":
                 frames_in_analysis = match_distribution(frames_in_analysis, fields[-1])
             out = np.nan_to_num(lagrangian.from_lagrangian(frames_in_analysis, forward[:n_out]), nan=0.0)
             out = regrid.resample(out, rates.shape[-2:])
-            if self.probability_matching == "cdf" and fields.shape[-2:] != rates.shape[-2:]:
-                out = undo_round_trip(out, rates[-1], regrid.resample(fields[-1], rates.shape[-2:]))
+            if round_trip is not None:
+                out = np.interp(out, *round_trip).astype(np.float32)
             out[out < RAIN_FLOOR_MM_H] = 0.0
             out[:, no_data] = np.nan
             return out.astype(np.float32)
@@ -351,19 +355,18 @@ def match_distribution(forecast: np.ndarray, reference: np.ndarray) -> np.ndarra
     return np.stack(frames).astype(np.float32)
 
 
-def undo_round_trip(forecast: np.ndarray, observed: np.ndarray, round_trip: np.ndarray) -> np.ndarray:
-    """Give a forecast on the input grid back the intensity spread that the model's grid removed.
+def round_trip_quantiles(observed: np.ndarray, round_trip: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The quantile map that gives a forecast on the input grid back what the model's grid removed.
 
     Resampling to the model's grid and back smooths a field: on a 500 m radar the last observation
     comes back with about a tenth less area above 1 mm/h and lower peaks, and so would every
-    frame matched to it on the model's grid. The quantile map that takes ``round_trip`` (the last
-    observation resampled to the model's grid and back) onto ``observed`` (the observation itself)
-    undoes that; it is monotone, keeps dry pixels dry and is applied to every forecast frame.
+    frame matched to it on the model's grid. The map takes ``round_trip`` (the last observation
+    resampled to the model's grid and back) onto ``observed`` (the observation itself); it is
+    monotone and keeps dry pixels dry. Apply it to every forecast frame with
+    ``np.interp(frames, *quantiles)``.
 
     Parameters
     ----------
-    forecast
-        Rain rate on the input grid, mm/h, ``(T, H, W)``.
     observed
         Last observation on the input grid, mm/h, ``(H, W)``; NaN is no data.
     round_trip
@@ -371,14 +374,12 @@ def undo_round_trip(forecast: np.ndarray, observed: np.ndarray, round_trip: np.n
 
     Returns
     -------
-    numpy.ndarray
-        ``(T, H, W)`` float32.
+    tuple of numpy.ndarray or None
+        ``(source, target)`` quantiles, mm/h, ``(2001,)`` each; None without valid pixels.
 
     """
     valid = np.isfinite(observed) & np.isfinite(round_trip)
     if not valid.any():
-        return forecast
+        return None
     levels = np.linspace(0.0, 1.0, 2001)
-    source = np.quantile(round_trip[valid], levels)
-    target = np.quantile(observed[valid], levels)
-    return np.interp(forecast, source, target).astype(np.float32)
+    return np.quantile(round_trip[valid], levels), np.quantile(observed[valid], levels)

@@ -63,8 +63,6 @@ def rainy_boxes(
         boxes.append((slice(top, top + h), slice(left, left + w)))
         # no later box may overlap this one
         inner[max(0, top - h + 1) : top + h, max(0, left - w + 1) : left + w] = -np.inf
-        if not np.isfinite(inner).any():
-            break
     return boxes
 
 
