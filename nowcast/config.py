@@ -15,6 +15,9 @@ from omegaconf import MISSING
 from nowcast.models.encoder_forecaster import HEADS, OUTPUT_ACTIVATIONS, UNROLLS, ModelConfig
 from nowcast.precision import PRECISIONS
 
+#: ``trainer.lr_schedule`` values, see :func:`nowcast.training.learning_rate`.
+LR_SCHEDULES = ("constant", "cosine")
+
 
 @dataclass
 class MovingMNISTDataConfig:
@@ -96,6 +99,7 @@ class TrainerConfig:
     max_epochs: int = 1000
     batch_size: int = 16
     lr: float = 3e-3
+    lr_schedule: str = "constant"  # constant | cosine (to 0 at the last step; set from the step, so resume is exact)
     optimizer: str = "adam"  # adam | rmsprop
     loss: str = "bce"  # mse | bmse (HKO-7 weighted, radar) | bce | l1 | logcsi (radar)
     csi_thresholds: list[float] = field(default_factory=lambda: [1.0, 5.0])  # mm/h, for logcsi
@@ -138,6 +142,7 @@ def register_configs() -> None:
 #: Allowed values of the choice keys, checked by :func:`check_config` (one place for help and errors).
 CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.optimizer": ("adam", "rmsprop"),
+    "trainer.lr_schedule": LR_SCHEDULES,
     "trainer.loss": ("mse", "bmse", "logcsi", "bce", "l1"),
     "trainer.device": ("auto", "cpu", "cuda"),
     "trainer.precision": PRECISIONS,

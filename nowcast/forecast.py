@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -34,6 +35,11 @@ PROBABILITY_MATCHING = ("cdf", "none")
 #: fade with lead time, as S-PROG's cascade lets them. Chosen on the validation radar (RMI) only,
 #: see ``benchmarks/results/lead_smoothing.md``.
 SMOOTHING_KM_PER_MINUTE = 0.1
+#: Allowed sizes of the test-time ensemble over the square's symmetries (see :func:`symmetric_run`):
+#: 1 (none), 2 (a mirror), 4 (the ones that keep the frame's shape), 8 (all rotations and mirrors).
+SYMMETRIES = (1, 2, 4, 8)
+#: The dihedral group as (quarter turns, mirror) pairs, shape-keeping ones first.
+_DIHEDRAL = ((0, False), (0, True), (2, False), (2, True), (1, False), (1, True), (3, False), (3, True))
 
 
 def pretrained_checkpoint() -> Path:
@@ -115,6 +121,7 @@ class Forecaster:
     grid_km: float = 1.0
     probability_matching: str = "none"
     smoothing_km_per_minute: float = 0.0
+    symmetries: int = 1
 
     @classmethod
     def from_checkpoint(
@@ -124,6 +131,7 @@ class Forecaster:
         precision: str | None = "auto",
         probability_matching: str | None = None,
         smoothing_km_per_minute: float | None = None,
+        symmetries: int = 1,
     ) -> Forecaster:
         """Load a checkpoint (default: the shipped pretrained radar model).
 
@@ -133,6 +141,8 @@ class Forecaster:
         model, see :func:`match_distribution`. ``smoothing_km_per_minute`` (None:
         :data:`SMOOTHING_KM_PER_MINUTE` for Lagrangian models, 0 otherwise) widens the Gaussian that
         smooths each frame of a Lagrangian model with lead time, see :func:`smooth_by_lead`.
+        ``symmetries`` (one of :data:`SYMMETRIES`) averages a Lagrangian model's forecast over that
+        many rotations and mirrors of its inputs, see :func:`symmetric_run`.
         """
         path = Path(path) if path is not None else pretrained_checkpoint()
         payload = load_checkpoint(path)
@@ -154,6 +164,8 @@ class Forecaster:
             raise ValueError(
                 f"probability_matching must be one of {PROBABILITY_MATCHING}, got {probability_matching!r}"
             )
+        if symmetries not in SYMMETRIES:
+            raise ValueError(f"symmetries must be one of {SYMMETRIES}, got {symmetries!r}")
         if smoothing_km_per_minute is None:
             smoothing_km_per_minute = SMOOTHING_KM_PER_MINUTE if frame == "lagrangian" else 0.0
         if not (np.isfinite(smoothing_km_per_minute) and smoothing_km_per_minute >= 0):
@@ -172,6 +184,7 @@ class Forecaster:
             grid_km=float(data.get("grid_km", 1.0)),
             probability_matching=probability_matching,
             smoothing_km_per_minute=float(smoothing_km_per_minute),
+            symmetries=int(symmetries),
         )
 
     @property
@@ -279,7 +292,9 @@ class Forecaster:
         inputs = lagrangian.inputs_to_lagrangian(fields, forward)
         x = self.transform.encode(np.nan_to_num(inputs, nan=0.0).astype(np.float32))
         frames = torch.from_numpy(x)[None, :, None].to(self.device)  # (1, T, 1, h, w)
-        analysis = self._run(frames, n_out, step_minutes)[0]  # (n_out, h, w) in the analysis frame
+        analysis = symmetric_run(  # (n_out, h, w) in the analysis frame
+            lambda f: self._run(f, n_out, step_minutes), frames, self.symmetries
+        )[0]
 
         round_trip = None  # quantile map undoing the trip to the model's grid and back, built once
         if self.probability_matching == "cdf" and fields.shape[-2:] != rates.shape[-2:]:
@@ -305,6 +320,26 @@ class Forecaster:
         sigmas_km = self.smoothing_km_per_minute * float(step_minutes) * np.arange(1, n_out + 1)
         out = finish(smooth_by_lead(analysis, sigmas_km / self.grid_km))
         return (out, finish(analysis)) if unsmoothed else out
+
+
+def symmetric_run(run: Callable[[torch.Tensor], np.ndarray], frames: torch.Tensor, count: int) -> np.ndarray:
+    """Mean of ``run`` over ``count`` rotations and mirrors of ``frames``, each turned back.
+
+    ``frames`` ``(B, T, C, H, W)``; ``run`` maps such a tensor to ``(B, n_out, H, W)`` (mm/h).
+    Valid for a model that forecasts in the frame that moves with the rain, where no direction is
+    special, and trained on rotated and mirrored windows: the members differ only by what the network
+    has not learned to be symmetric, and their mean (in mm/h) keeps what they agree on, as an
+    ensemble mean does. ``count`` 1 is one plain call.
+    """
+    total = None
+    for turns, mirror in _DIHEDRAL[:count]:
+        moved = torch.rot90(frames, turns, dims=(-2, -1))
+        moved = moved.flip(-1) if mirror else moved
+        out = run(moved.contiguous())
+        out = np.flip(out, -1) if mirror else out
+        out = np.rot90(out, -turns, axes=(-2, -1))
+        total = out.astype(np.float64) if total is None else total + out
+    return (total / count).astype(np.float32)
 
 
 def smooth_by_lead(frames: np.ndarray, sigmas: np.ndarray) -> np.ndarray:

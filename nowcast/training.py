@@ -64,6 +64,20 @@ class DistInfo:
         return self.rank == 0
 
 
+def learning_rate(base: float, schedule: str, step: int, total_steps: int) -> float:
+    """Learning rate of optimiser step ``step`` (0-based) of ``total_steps``.
+
+    ``constant``: ``base`` throughout. ``cosine``: half a cosine from ``base`` at step 0 down to 0
+    after the last step (Loshchilov & Hutter 2017, without restarts). A function of the step alone,
+    so a resumed run continues the same schedule.
+    """
+    if schedule == "constant":
+        return base
+    if schedule == "cosine":
+        return 0.5 * base * (1.0 + math.cos(math.pi * step / max(total_steps, 1)))
+    raise ValueError(f"unknown lr_schedule {schedule!r}")
+
+
 class StepSampler(Sampler[int]):
     """Sample indices for optimiser steps ``start_step .. total_steps-1``.
 
@@ -283,6 +297,8 @@ class Trainer:
         if self.device.type == "cpu":
             x = x.contiguous()
         self.optimizer.zero_grad(set_to_none=True)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.tcfg.lr, self.tcfg.lr_schedule, self.state.step, self.total_steps)
         pred = run_model(self.net, x, self.bundle.t_out, step, self.precision.name)
         loss = training_loss(self.tcfg.loss, pred, y, valid, self.bundle, self.tcfg)
         loss_value = float(loss.detach())

@@ -6,7 +6,7 @@ import torch
 
 from nowcast import lagrangian, regrid
 from nowcast.baselines import extrapolation, motion_field
-from nowcast.forecast import RAIN_FLOOR_MM_H, Forecaster, smooth_by_lead
+from nowcast.forecast import RAIN_FLOOR_MM_H, Forecaster, smooth_by_lead, symmetric_run
 from nowcast.models import EncoderForecaster, ModelConfig
 from nowcast.transforms import Transform
 
@@ -106,6 +106,33 @@ def test_lagrangian_forecaster_smooths_by_lead_time():
     assert (b.max(axis=(1, 2)) < a.max(axis=(1, 2))).all()
     assert np.diff(a.max(axis=(1, 2)) - b.max(axis=(1, 2))).min() > 0  # the gap grows with lead
     np.testing.assert_allclose(b.sum(axis=(1, 2)), a.sum(axis=(1, 2)), rtol=0.02)
+
+
+@pytest.mark.parametrize("count", [1, 2, 4, 8])
+def test_symmetric_ensemble_turns_each_member_back(count):
+    frames = torch.from_numpy(np.random.default_rng(0).gamma(0.5, 2.0, (1, 3, 1, 6, 10)).astype(np.float32))
+
+    def last_frame(f):  # equivariant: every member turned back gives the same field
+        return f[:, -1:, 0].numpy()
+
+    np.testing.assert_allclose(symmetric_run(last_frame, frames, count), frames[:, -1:, 0].numpy(), rtol=1e-6)
+
+    def plus_column_ramp(f):  # not equivariant: the mean over mirrors is symmetric
+        return f[:, -1:, 0].numpy() + np.arange(f.shape[-1], dtype=np.float32)
+
+    out = symmetric_run(plus_column_ramp, frames, count) - frames[:, -1:, 0].numpy()
+    if count == 1:
+        np.testing.assert_allclose(out[0, 0, 0], np.arange(10), atol=1e-5)
+    else:  # the ramp and its mirror average to its mean; quarter turns put a row ramp beside it
+        np.testing.assert_allclose(out, out[..., ::-1], atol=1e-5)
+        np.testing.assert_allclose(out, out[..., ::-1, :], atol=1e-5)
+
+
+def test_symmetric_forecast_of_an_untrained_model_is_still_lk():
+    rates = moving_blob(5)[:, :, :52]  # not square: quarter turns change the frame's shape
+    plain, ensemble = _lagrangian_forecaster(), _lagrangian_forecaster()
+    ensemble.symmetries = 8
+    np.testing.assert_allclose(ensemble.forecast(rates, 4, 5.0), plain.forecast(rates, 4, 5.0), atol=1e-5)
 
 
 def test_probabilities_come_from_the_unsmoothed_forecast_of_the_same_pass():

@@ -15,7 +15,7 @@ from conftest import TINY_TRAIN
 from nowcast.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from nowcast.data.moving_mnist import MovingMNIST, load_digits
 from nowcast.models import EncoderForecaster, ModelConfig
-from nowcast.training import TrainingError, masked_loss, train, try_compile
+from nowcast.training import TrainingError, learning_rate, masked_loss, train, try_compile
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
@@ -98,6 +98,20 @@ def test_resume_matches_uninterrupted_run(tmp_path, compose_config):
     b = load_checkpoint(tmp_path / "resumed/checkpoints/last.pt")["model"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_cosine_schedule_runs_from_the_base_rate_to_zero():
+    assert learning_rate(1e-3, "constant", 700, 1000) == 1e-3
+    rates = [learning_rate(1e-3, "cosine", step, 1000) for step in range(1001)]
+    assert rates[0] == 1e-3 and rates[500] == pytest.approx(5e-4) and rates[1000] == pytest.approx(0, abs=1e-18)
+    assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
+
+
+def test_each_step_uses_the_schedule_of_its_step_number(tmp_path, compose_config):
+    cfg = compose_config(*TINY_TRAIN, "trainer.max_steps=4", "trainer.lr=0.01", "trainer.lr_schedule=cosine")
+    train(cfg, tmp_path / "run")
+    groups = load_checkpoint(tmp_path / "run/checkpoints/last.pt")["optimizer"]["param_groups"]
+    assert groups[0]["lr"] == pytest.approx(learning_rate(0.01, "cosine", 3, 4))  # the last step was step 3 of 0..3
 
 
 def test_auto_unroll_is_chosen_once_and_kept_on_resume(tmp_path, compose_config):
