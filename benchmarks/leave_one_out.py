@@ -86,12 +86,16 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=3, help="start an evaluation window every N frames")
     parser.add_argument("--folds", nargs="+", default=list(FOLDS))
     parser.add_argument("--eulerian", type=Path, default=Path("nowcast/pretrained/radar_eulerian.pt"))
+    parser.add_argument("--train-only", action="store_true", help="train the folds, score nothing")
     parser.add_argument("extra", nargs="*", help="more Hydra overrides for training")
     args = parser.parse_args()
     head = "| method | CSI ≥0.5 | CSI ≥1 | CSI ≥2 | CSI ≥5 | CSI ≥10 | FSS 1 mm/h, 17 px | MSE |"
     for fold in args.folds:
         held = FOLDS[fold]
         best = train(args.shared, held, args.out / fold / "train", args.extra)
+        if args.train_only:
+            print(best, flush=True)
+            continue
         radar = args.shared / held[0]
         doc = evaluate(
             radar, best, args.out / fold / "eval", ["model", "persistence", "extrapolation", "sprog"], args.every

@@ -19,7 +19,7 @@ import itertools
 from pathlib import Path
 
 from nowcast.evaluation import evaluate
-from nowcast.forecast import PROBABILITY_MATCHING, SYMMETRIES, Forecaster
+from nowcast.forecast import FADES, PROBABILITY_MATCHING, SYMMETRIES, Forecaster
 from nowcast.io.radar import open_radar
 
 THRESHOLDS = (1.0, 5.0)
@@ -32,31 +32,32 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=3)
     parser.add_argument("--matching", nargs="+", choices=PROBABILITY_MATCHING, default=list(PROBABILITY_MATCHING))
     parser.add_argument("--smoothing", nargs="+", type=float, default=[0.0], metavar="KM_PER_MIN")
+    parser.add_argument("--fade", nargs="+", choices=FADES, default=["none"])
     parser.add_argument("--symmetries", nargs="+", type=int, choices=SYMMETRIES, default=[1])
     args = parser.parse_args()
     ds = open_radar(args.radar, skip_bad=True)
     print(
-        "| matching | smoothing (km/min) | symmetries | CSI ≥1 | CSI ≥5 | MSE | LK CSI ≥1 | LK CSI ≥5 "
+        "| matching | fade | smoothing (km/min) | symmetries | CSI ≥1 | CSI ≥5 | MSE | LK CSI ≥1 | LK CSI ≥5 "
         "| sum of CSI ratios to LK |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for matching, smoothing, symmetries in itertools.product(args.matching, args.smoothing, args.symmetries):
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    settings = itertools.product(args.matching, args.fade, args.smoothing, args.symmetries)
+    for matching, fade, smoothing, symmetries in settings:
         forecaster = Forecaster.from_checkpoint(
             args.checkpoint,
             precision="32",
             probability_matching=matching,
             smoothing_km_per_minute=smoothing,
             symmetries=symmetries,
+            fade=fade,
         )
         methods = ["model", "extrapolation"]  # LK on the same windows and the same common mask
         result = evaluate(ds, forecaster, 60.0, None, args.every, methods, THRESHOLDS, [], False, ())
         model, lk = ([result.scores[name]["csi"][t]["mean"] for t in THRESHOLDS] for name in methods)
         ratios = sum(c / b for c, b in zip(model, lk, strict=True))
         cells = f"{model[0]:.3f} | {model[1]:.3f} | {result.scores['model']['mse']['mean']:.3f}"
-        print(
-            f"| {matching} | {smoothing:g} | {symmetries} | {cells} | {lk[0]:.3f} | {lk[1]:.3f} | {ratios:.3f} |",
-            flush=True,
-        )
+        setting = f"{matching} | {fade} | {smoothing:g} | {symmetries}"
+        print(f"| {setting} | {cells} | {lk[0]:.3f} | {lk[1]:.3f} | {ratios:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

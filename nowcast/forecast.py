@@ -35,6 +35,10 @@ PROBABILITY_MATCHING = ("cdf", "none")
 #: fade with lead time, as S-PROG's cascade lets them. Chosen on the validation radar (RMI) only,
 #: see ``benchmarks/results/lead_smoothing.md``.
 SMOOTHING_KM_PER_MINUTE = 0.1
+#: Scale-dependent fade of a Lagrangian model's frames with lead time, before any Gaussian smoothing
+#: (:func:`smooth_by_lead`): ``cascade`` fades each spatial scale at the rate S-PROG's AR(2)
+#: process for that scale sets, estimated on the window (:mod:`nowcast.cascade`); ``none``.
+FADES = ("none", "cascade")
 #: Allowed sizes of the test-time ensemble over the square's symmetries (see :func:`symmetric_run`):
 #: 1 (none), 2 (a mirror), 4 (the ones that keep the frame's shape), 8 (all rotations and mirrors).
 SYMMETRIES = (1, 2, 4, 8)
@@ -122,6 +126,7 @@ class Forecaster:
     probability_matching: str = "none"
     smoothing_km_per_minute: float = 0.0
     symmetries: int = 1
+    fade: str = "none"
 
     @classmethod
     def from_checkpoint(
@@ -132,6 +137,7 @@ class Forecaster:
         probability_matching: str | None = None,
         smoothing_km_per_minute: float | None = None,
         symmetries: int = 1,
+        fade: str = "none",
     ) -> Forecaster:
         """Load a checkpoint (default: the shipped pretrained radar model).
 
@@ -142,7 +148,9 @@ class Forecaster:
         :data:`SMOOTHING_KM_PER_MINUTE` for Lagrangian models, 0 otherwise) widens the Gaussian that
         smooths each frame of a Lagrangian model with lead time, see :func:`smooth_by_lead`.
         ``symmetries`` (one of :data:`SYMMETRIES`) averages a Lagrangian model's forecast over that
-        many rotations and mirrors of its inputs, see :func:`symmetric_run`.
+        many rotations and mirrors of its inputs, see :func:`symmetric_run`. ``fade`` (one of
+        :data:`FADES`) fades a Lagrangian model's frames scale by scale with lead time, before the
+        smoothing.
         """
         path = Path(path) if path is not None else pretrained_checkpoint()
         payload = load_checkpoint(path)
@@ -164,6 +172,8 @@ class Forecaster:
             raise ValueError(
                 f"probability_matching must be one of {PROBABILITY_MATCHING}, got {probability_matching!r}"
             )
+        if fade not in FADES:
+            raise ValueError(f"fade must be one of {FADES}, got {fade!r}")
         if symmetries not in SYMMETRIES:
             raise ValueError(f"symmetries must be one of {SYMMETRIES}, got {symmetries!r}")
         if smoothing_km_per_minute is None:
@@ -185,6 +195,7 @@ class Forecaster:
             probability_matching=probability_matching,
             smoothing_km_per_minute=float(smoothing_km_per_minute),
             symmetries=int(symmetries),
+            fade=fade,
         )
 
     @property
@@ -312,14 +323,20 @@ class Forecaster:
             out[:, no_data] = np.nan
             return out.astype(np.float32)
 
-        if self.smoothing_km_per_minute <= 0:
-            out = finish(analysis)
-            return (out, out) if unsmoothed else out
-        if step_minutes is None:
-            raise ValueError("lead-time smoothing needs the input's time step in minutes")
-        sigmas_km = self.smoothing_km_per_minute * float(step_minutes) * np.arange(1, n_out + 1)
-        out = finish(smooth_by_lead(analysis, sigmas_km / self.grid_km))
-        return (out, finish(analysis)) if unsmoothed else out
+        faded = analysis
+        if self.fade == "cascade":
+            from nowcast.cascade import cascade_fade
+
+            faded = cascade_fade(faded, inputs[-3:])
+        if self.smoothing_km_per_minute > 0:
+            if step_minutes is None:
+                raise ValueError("lead-time smoothing needs the input's time step in minutes")
+            sigmas_km = self.smoothing_km_per_minute * float(step_minutes) * np.arange(1, n_out + 1)
+            faded = smooth_by_lead(faded, sigmas_km / self.grid_km)
+        out = finish(faded)
+        if not unsmoothed:
+            return out
+        return out, (out if faded is analysis else finish(analysis))
 
 
 def symmetric_run(run: Callable[[torch.Tensor], np.ndarray], frames: torch.Tensor, count: int) -> np.ndarray:

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from scipy.ndimage import gaussian_filter
 
 from nowcast import lagrangian, regrid
 from nowcast.baselines import extrapolation, motion_field
@@ -133,6 +134,18 @@ def test_symmetric_forecast_of_an_untrained_model_is_still_lk():
     plain, ensemble = _lagrangian_forecaster(), _lagrangian_forecaster()
     ensemble.symmetries = 8
     np.testing.assert_allclose(ensemble.forecast(rates, 4, 5.0), plain.forecast(rates, 4, 5.0), atol=1e-5)
+
+
+def test_cascade_fade_turns_the_forecast_towards_s_prog_and_keeps_no_data():
+    rates = moving_blob(5) * (1.0 + 0.5 * np.random.default_rng(0).random((5, 64, 64), dtype=np.float32))
+    rates[:, 60:, :] = np.nan
+    plain, faded = _lagrangian_forecaster(), _lagrangian_forecaster()
+    faded.fade = "cascade"
+    a, (b, for_probabilities) = plain.forecast(rates, 4, 5.0), faded.forecast_for_probabilities(rates, 4, 5.0)
+    assert np.isnan(b[:, 60:]).all() and np.isfinite(b[:, :60]).all()
+    np.testing.assert_array_equal(for_probabilities, a)  # probabilities from the unfaded forecast
+    detail = [np.nanstd(f[:60] - gaussian_filter(f[:60], 1.0)) for f in (a[-1], b[-1])]
+    assert detail[1] < detail[0]  # the new small-scale noise of each input fades
 
 
 def test_probabilities_come_from_the_unsmoothed_forecast_of_the_same_pass():
