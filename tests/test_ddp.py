@@ -23,21 +23,29 @@ COMMON = [
 ]
 
 
-def _train(launcher: list[str], batch_size: int, run_dir, cwd) -> None:
+def _start(launcher: list[str], batch_size: int, run_dir, cwd) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    done = subprocess.run(
+    return subprocess.Popen(
         [sys.executable, "-m", *launcher, "nowcast.train", *COMMON, f"trainer.batch_size={batch_size}",
          f"hydra.run.dir={run_dir}"],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+        cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _finish(run: subprocess.Popen) -> None:
+    _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 0, stderr[-3000:]
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="needs torch.distributed (gloo)")
 def test_torchrun_two_processes_match_single_process(tmp_path):
     torchrun = ["torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m"]
-    _train(torchrun, 2, tmp_path / "ddp", tmp_path)  # 2 ranks × 2 samples
-    _train([], 4, tmp_path / "one", tmp_path)  # 1 process × 4 samples: the same joint batch
+    runs = [  # started together: the suite waits for the slower one only
+        _start(torchrun, 2, tmp_path / "ddp", tmp_path),  # 2 ranks × 2 samples
+        _start([], 4, tmp_path / "one", tmp_path),  # 1 process × 4 samples: the same joint batch
+    ]
+    for run in runs:
+        _finish(run)
     a = load_checkpoint(tmp_path / "ddp/checkpoints/last.pt")
     b = load_checkpoint(tmp_path / "one/checkpoints/last.pt")
     assert a["step"] == b["step"] == 3
