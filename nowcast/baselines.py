@@ -21,6 +21,7 @@ from nowcast._quiet import import_pysteps
 
 #: dB transform settings for motion and S-PROG: rates below 0.1 mm/h are "no rain" at -15 dBR.
 RAIN_THRESHOLD_MM_H = 0.1
+RAIN_THRESHOLD_DBR = 10.0 * np.log10(RAIN_THRESHOLD_MM_H)
 ZERO_DBR = -15.0
 
 
@@ -82,7 +83,7 @@ def sprog(rates: np.ndarray, n_out: int, velocity: np.ndarray | None = None, n_c
             dbr,
             velocity,
             n_out,
-            precip_thr=10.0 * np.log10(RAIN_THRESHOLD_MM_H),
+            precip_thr=RAIN_THRESHOLD_DBR,
             n_cascade_levels=n_cascade_levels,
         )
     return _mask_like_last(from_dbr(out), rates)

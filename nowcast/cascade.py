@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from nowcast._quiet import import_pysteps
-from nowcast.baselines import RAIN_THRESHOLD_MM_H, from_dbr, to_dbr
+from nowcast.baselines import RAIN_THRESHOLD_DBR, from_dbr, to_dbr
 
 #: Cascade levels, as the project's S-PROG baseline uses.
 N_CASCADE_LEVELS = 6
@@ -37,7 +37,7 @@ def level_autocorrelations(observed: np.ndarray, n_out: int, n_levels: int = N_C
     from pysteps.timeseries import autoregression, correlation
 
     dbr = to_dbr(observed)
-    wet = np.logical_and.reduce(dbr >= 10.0 * np.log10(RAIN_THRESHOLD_MM_H), axis=0)
+    wet = np.logical_and.reduce(dbr >= RAIN_THRESHOLD_DBR, axis=0)
     if wet.sum() < MIN_WET_PIXELS:
         return None
     bandpass = pysteps.cascade.bandpass_filters.filter_gaussian(dbr.shape[1:], n_levels)
