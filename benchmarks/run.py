@@ -34,7 +34,6 @@ import sys
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -255,10 +254,15 @@ def conv_peak(case: Case, device, dtype: torch.dtype, reps: int) -> float:
 
 
 def predict_latency(device: str, reps: int) -> float:
-    """Median seconds for a 10-frame forecast of a 512×512 frame with the shipped model."""
+    """Median seconds for a 10-frame forecast of a 512×512 frame with the shipped model.
+
+    The frame is :func:`predict_speed.synthetic_rain` (smooth drifting cells); ``predict_speed.py``
+    also times real radar crops and the stages.
+    """
+    from predict_speed import synthetic_rain
+
     forecaster = Forecaster.from_checkpoint(device=device)
-    rng = np.random.default_rng(0)
-    rates = rng.gamma(0.3, 3.0, (forecaster.t_in, 512, 512)).astype(np.float32)
+    rates = synthetic_rain(forecaster.t_in)
     forecaster.forecast(rates, 10, 5.0)
     times = []
     for _ in range(reps):

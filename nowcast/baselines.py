@@ -18,6 +18,7 @@ import warnings
 import numpy as np
 
 from nowcast._quiet import import_pysteps
+from nowcast.motion import MOTION_STRIDE, lucas_kanade
 
 #: dB transform settings for motion and S-PROG: rates below 0.1 mm/h are "no rain" at -15 dBR.
 RAIN_THRESHOLD_MM_H = 0.1
@@ -51,22 +52,25 @@ def persistence(rates: np.ndarray, n_out: int, velocity: np.ndarray | None = Non
     return np.repeat(rates[-1:].astype(np.float32), n_out, axis=0)
 
 
-def motion_field(rates: np.ndarray, frames: int = 3) -> np.ndarray:
-    """Lucas–Kanade motion ``(2, H, W)`` in pixels per time step from the last ``frames`` frames."""
-    pysteps = import_pysteps()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return pysteps.motion.get_method("LK")(to_dbr(rates[-frames:]))
+def motion_field(rates: np.ndarray, frames: int = 3, stride: int = MOTION_STRIDE) -> np.ndarray:
+    """Lucas–Kanade motion ``(2, H, W)`` in pixels per time step from the last ``frames`` frames.
+
+    Computed on a grid every ``stride`` pixels and refined bilinearly (:mod:`nowcast.motion`).
+    """
+    return lucas_kanade(to_dbr(rates[-frames:]), stride)
 
 
 def extrapolation(rates: np.ndarray, n_out: int, velocity: np.ndarray | None = None) -> np.ndarray:
-    """Semi-Lagrangian extrapolation of the last frame along the Lucas–Kanade motion."""
-    pysteps = import_pysteps()
+    """Semi-Lagrangian extrapolation of the last frame along the Lucas–Kanade motion.
+
+    Pysteps' scheme (bilinear, NaN from outside the domain, set to 0), with its displacements
+    computed on a coarse grid as everywhere in nowcast (:func:`nowcast.lagrangian.displacements`).
+    """
+    from nowcast import lagrangian
+
     velocity = motion_field(rates) if velocity is None else velocity
     last = np.nan_to_num(rates[-1].astype(np.float64), nan=0.0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out = pysteps.extrapolation.get_method("semilagrangian")(last, velocity, n_out)
+    out = lagrangian.from_lagrangian(np.repeat(last[None], n_out, axis=0), lagrangian.displacements(velocity, n_out))
     return _mask_like_last(np.nan_to_num(out, nan=0.0), rates)
 
 

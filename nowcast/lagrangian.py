@@ -3,14 +3,16 @@
 Motion ``V`` ``(2, H, W)`` (pixels per time step, x then y, as pysteps) comes from Lucas–Kanade on
 dB-transformed rain (:func:`nowcast.baselines.motion_field`). Displacements are pysteps'
 semi-Lagrangian ones (``pysteps.extrapolation.semilagrangian.extrapolate`` with
-``return_displacement=True``), computed once per window and reused for every frame; a field is
+``return_displacement=True``, on a grid every few pixels, see :mod:`nowcast.motion`), computed
+once per window and reused for every frame; a field is
 warped exactly as pysteps warps it (bilinear ``map_coordinates``, NaN from outside the domain).
 
 * :func:`inputs_to_lagrangian`: the input frame ``k`` steps before the analysis time, advected
   ``k`` steps forward, so every input lies on the analysis frame.
 * :func:`targets_to_lagrangian` / :func:`from_lagrangian`: the frame at lead ``j`` advected ``j``
   steps backward, and its inverse, ``j`` steps forward. ``from_lagrangian`` of the last input
-  repeated is exactly pysteps' extrapolation.
+  repeated is the extrapolation baseline (:func:`nowcast.baselines.extrapolation`), and with
+  ``stride=1`` exactly pysteps' extrapolation.
 """
 
 from __future__ import annotations
@@ -20,16 +22,31 @@ import warnings
 import numpy as np
 from scipy.ndimage import map_coordinates
 
+from nowcast import motion
 from nowcast._quiet import import_pysteps
+from nowcast.parallel import map_frames
 
 
-def displacements(velocity: np.ndarray, steps: int, backward: bool = False) -> np.ndarray:
+def displacements(
+    velocity: np.ndarray, steps: int, backward: bool = False, stride: int = motion.MOTION_STRIDE
+) -> np.ndarray:
     """Semi-Lagrangian displacements ``(steps, 2, H, W)`` (pixels) after 1, 2, … ``steps`` steps.
 
-    ``backward`` follows the motion back in time (the velocity negated).
+    ``backward`` follows the motion back in time (the velocity negated). Pysteps' scheme runs on
+    the nodes of a grid every ``stride`` pixels and the result is refined bilinearly
+    (:mod:`nowcast.motion`); ``stride=1`` is pysteps' scheme on every pixel.
     """
-    extrapolate = import_pysteps().extrapolation.get_method("semilagrangian")
+    h, w = velocity.shape[-2:]
     velocity = -velocity if backward else velocity
+    if stride == 1 or min(h, w) <= 2 * stride:
+        return _pysteps_displacements(velocity, steps)
+    coarse = _pysteps_displacements(motion.coarsen(velocity, stride) / stride, steps) * stride
+    return motion.refine(coarse, (h, w), stride)
+
+
+def _pysteps_displacements(velocity: np.ndarray, steps: int) -> np.ndarray:
+    """Pysteps' semi-Lagrangian displacements ``(steps, 2, H, W)`` of every pixel of ``velocity``."""
+    extrapolate = import_pysteps().extrapolation.get_method("semilagrangian")
     out = np.empty((steps, *velocity.shape), dtype=np.float64)
     previous = None
     with warnings.catch_warnings():
@@ -55,18 +72,15 @@ def inputs_to_lagrangian(inputs: np.ndarray, forward: np.ndarray) -> np.ndarray:
     ``forward`` holds forward displacements ``(≥ T-1, 2, H, W)`` from :func:`displacements`.
     """
     t = inputs.shape[0]
-    out = np.empty_like(inputs)
-    out[-1] = inputs[-1]
-    for k in range(1, t):
-        out[t - 1 - k] = warp(inputs[t - 1 - k], forward[k - 1])
-    return out
+    advected = map_frames(lambda i: warp(inputs[i], forward[t - 2 - i]), t - 1)  # input i moves t-1-i steps
+    return np.stack([*advected, inputs[-1]])
 
 
 def targets_to_lagrangian(targets: np.ndarray, backward: np.ndarray) -> np.ndarray:
     """Bring ``(n, H, W)`` frames at leads 1…n back to the analysis frame (``backward`` displacements)."""
-    return np.stack([warp(frame, backward[j]) for j, frame in enumerate(targets)])
+    return np.stack(map_frames(lambda j: warp(targets[j], backward[j]), len(targets)))
 
 
 def from_lagrangian(frames: np.ndarray, forward: np.ndarray) -> np.ndarray:
     """Advect ``(n, H, W)`` analysis-frame forecasts to their leads 1…n (``forward`` displacements)."""
-    return np.stack([warp(frame, forward[j]) for j, frame in enumerate(frames)])
+    return np.stack(map_frames(lambda j: warp(frames[j], forward[j]), len(frames)))

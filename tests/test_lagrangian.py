@@ -316,3 +316,16 @@ def test_a_large_mosaic_is_read_as_boxes_where_it_rains(tmp_path, compose_config
     assert [seq.shape for seq, _ in sequences] == [(8, 30, 30)] * 2
     assert all(np.isclose(seq[0].sum(), 256.0) for seq, _ in sequences)
     assert source_regions(str(tmp_path), compose_config("data=lagrangian_radar").data) == [None]
+
+
+def test_forecaster_times_the_unroll_once_and_both_forecast_alike():
+    rates = moving_blob(5) * 0.3
+    forecaster = _lagrangian_forecaster()
+    for layer in forecaster.model.output_conv.parameters():  # a model that changes the forecast
+        torch.nn.init.normal_(layer, std=0.1, generator=torch.Generator().manual_seed(1))
+    first = forecaster.forecast(rates, 4, 5.0)
+    assert forecaster.unroll in ("split", "fused")
+    other = _lagrangian_forecaster()
+    other.model.load_state_dict(forecaster.model.state_dict())
+    other.unroll = "fused" if forecaster.unroll == "split" else "split"
+    np.testing.assert_allclose(other.forecast(rates, 4, 5.0), first, atol=1e-4, equal_nan=True)

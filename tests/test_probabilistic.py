@@ -9,7 +9,7 @@ from PIL import Image
 
 from nowcast import evaluate
 from nowcast.errors import UserError
-from nowcast.forecast import match_distribution
+from nowcast.forecast import distribution_matcher, match_distribution
 from nowcast.methods import METHOD_NAMES, Window, deterministic, get_method
 from nowcast.probability import exceedance, neighbourhood_fraction
 from nowcast.probscores import ProbabilisticScorer
@@ -184,3 +184,18 @@ def test_predict_refuses_bad_probability_thresholds(tmp_path, radar_dir, value, 
     assert stop.value.code == 2
     assert "--probabilities" in capsys.readouterr().err
     assert not list(tmp_path.glob("x.nc*"))
+
+
+def test_distribution_matcher_equals_pysteps():
+    from pysteps.postprocessing.probmatching import nonparam_match_empirical_cdf
+
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        reference = rng.gamma(0.4, 3.0, (30, 25))
+        reference[reference < rng.uniform(0, 2)] = 0.0
+        reference[:3] = np.nan
+        forecast = rng.gamma(0.4, 3.0, (30, 25))
+        forecast[forecast < rng.uniform(0, 3)] = 0.0
+        forecast[10:12] = 1.5  # ties
+        expected = nonparam_match_empirical_cdf(forecast, np.nan_to_num(reference))
+        np.testing.assert_allclose(distribution_matcher(reference)(forecast), expected, rtol=1e-6)

@@ -29,6 +29,7 @@ from nowcast.baselines import motion_field
 from nowcast.data import DataBundle
 from nowcast.errors import UserError
 from nowcast.io.radar import ZR, expand_paths, open_radar, split_sequences
+from nowcast.motion import MOTION_STRIDE
 from nowcast.transforms import Transform
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,7 @@ def build_cache(paths: list[str], cfg: Any) -> dict[str, np.ndarray]:
 def source_cache(path: str, cfg: Any) -> dict[str, np.ndarray]:
     """Lagrangian crops of one source: ``frames`` (N, T, c, c) float16 model space, ``valid``, ``step_minutes``."""
     settings = {k: (list(cfg[k]) if k == "strides" else cfg[k]) for k in CACHE_KEYS}
+    settings["motion_stride"] = MOTION_STRIDE  # the motion grid changes the cached windows too
     key = hashlib.sha256(json.dumps([str(Path(path).resolve()), settings], sort_keys=True).encode()).hexdigest()[:16]
     cache = Path(cfg.cache_dir) / f"lagrangian_{Path(path).name}_{key}.npz"
     if cache.exists():

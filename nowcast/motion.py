@@ -1,0 +1,89 @@
+"""Lucas–Kanade motion, computed where it varies: on a coarse grid, then refined bilinearly.
+
+Pysteps' dense Lucas–Kanade interpolates its sparse vectors onto every pixel by inverse distance
+weighting (IDW over the 20 nearest vectors, declustered at 20 pixels), and the semi-Lagrangian
+scheme backtracks every pixel. Both fields vary over tens of pixels, so both are computed here on
+the nodes of a grid every :data:`MOTION_STRIDE` pixels (pysteps' own functions, on that grid) and
+refined to every pixel by bilinear interpolation. On a 512 × 512 KNMI window this takes the
+motion from 0.73 s to 0.19 s and the displacements of 12 steps from 0.73 s to 0.07 s; the motion
+differs from pysteps' dense field by 0.016 px/step on average (99th percentile 0.15 px/step,
+where IDW's nearest-neighbour set switches), the +60 min displacement by 0.4 px at the 99th
+percentile out of up to 99 px. ``stride=1`` is pysteps exactly.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nowcast._quiet import import_pysteps
+
+#: Spacing in pixels of the grid on which motion and displacements are computed (1: every pixel).
+MOTION_STRIDE = 4
+#: Pysteps' dense Lucas–Kanade settings that the coarse path repeats: vectors declustered at this
+#: scale (pixels), and the IDW offset (pixels) added to distances.
+DECLUSTER_SCALE = 20
+IDW_DISTANCE_OFFSET = 0.5
+
+
+def lucas_kanade(dbr: np.ndarray, stride: int = MOTION_STRIDE) -> np.ndarray:
+    """Lucas–Kanade motion ``(2, H, W)`` in pixels per time step (x then y) from ``(T, H, W)`` frames.
+
+    ``dbr`` are dB-transformed rain frames (no NaN), as pysteps' examples feed its ``LK`` method.
+    The sparse vectors are pysteps' (Shi–Tomasi features, OpenCV tracking, outliers removed,
+    declustered); they are interpolated by pysteps' IDW onto the nodes of a grid every ``stride``
+    pixels and refined bilinearly. ``stride=1``, or a field smaller than two strides, is pysteps'
+    dense field itself.
+    """
+    pysteps = import_pysteps()
+    from pysteps.utils.cleansing import decluster
+    from pysteps.utils.interpolate import idwinterp2d
+
+    h, w = dbr.shape[-2:]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lucas_kanade = pysteps.motion.get_method("LK")
+        if not _coarse_enough(h, w, stride):
+            return lucas_kanade(dbr)
+        xy, uv = lucas_kanade(dbr, dense=False)
+        if len(xy):
+            xy, uv = decluster(xy, uv, DECLUSTER_SCALE, 1)
+        if not len(xy):
+            return np.zeros((2, h, w))
+        # distances are divided by the node spacing inside idwinterp2d: scale the offset alike
+        nodes = idwinterp2d(xy, uv, nodes_of(w, stride), nodes_of(h, stride), dist_offset=IDW_DISTANCE_OFFSET / stride)
+    return refine(nodes.reshape(2, len(nodes_of(h, stride)), len(nodes_of(w, stride))), (h, w), stride)
+
+
+def nodes_of(size: int, stride: int) -> np.ndarray:
+    """Pixel positions ``0, stride, 2·stride, …`` up to the first one at or past ``size - 1``."""
+    return np.arange(0, size - 1 + stride, stride, dtype=np.float64)
+
+
+def coarsen(field: np.ndarray, stride: int) -> np.ndarray:
+    """Values of ``(..., H, W)`` at the nodes of :func:`nodes_of`; nodes past the edge take the edge's."""
+    h, w = field.shape[-2:]
+    pad_h = int(nodes_of(h, stride)[-1]) + 1 - h
+    pad_w = int(nodes_of(w, stride)[-1]) + 1 - w
+    padded = np.pad(field, [(0, 0)] * (field.ndim - 2) + [(0, pad_h), (0, pad_w)], mode="edge")
+    return padded[..., ::stride, ::stride]
+
+
+def refine(nodes: np.ndarray, shape: tuple[int, int], stride: int) -> np.ndarray:
+    """Bilinear interpolation of node values ``(..., h, w)`` to every pixel, ``(..., *shape)`` float32.
+
+    Float32 keeps displacements of up to a few hundred pixels to within 10⁻⁴ pixel.
+    """
+    lead = nodes.shape[:-2]
+    h, w = nodes.shape[-2:]
+    t = torch.from_numpy(np.ascontiguousarray(nodes, dtype=np.float32)).reshape(1, -1, h, w)
+    full = F.interpolate(t, size=((h - 1) * stride + 1, (w - 1) * stride + 1), mode="bilinear", align_corners=True)
+    return full[..., : shape[0], : shape[1]].reshape(*lead, *shape).numpy()
+
+
+def _coarse_enough(h: int, w: int, stride: int) -> bool:
+    """Whether a coarse grid of ``stride`` has at least three nodes along each side of ``(h, w)``."""
+    return stride > 1 and min(h, w) > 2 * stride
