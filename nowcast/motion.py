@@ -23,8 +23,11 @@ from nowcast._quiet import import_pysteps
 
 #: Spacing in pixels of the grid on which motion and displacements are computed (1: every pixel).
 MOTION_STRIDE = 4
-#: Pysteps' dense Lucas–Kanade settings that the coarse path repeats: vectors declustered at this
-#: scale (pixels), and the IDW offset (pixels) added to distances.
+#: Pysteps' dense Lucas–Kanade settings that the coarse path repeats: a vector is an outlier
+#: beyond this many standard deviations (Mahalanobis) of its nearest neighbours, counted here;
+#: vectors are declustered at this scale (pixels); the IDW offset (pixels) added to distances.
+OUTLIER_STD = 3.0
+OUTLIER_NEIGHBOURS = 30
 DECLUSTER_SCALE = 20
 IDW_DISTANCE_OFFSET = 0.5
 
@@ -48,7 +51,10 @@ def lucas_kanade(dbr: np.ndarray, stride: int = MOTION_STRIDE) -> np.ndarray:
         lucas_kanade = pysteps.motion.get_method("LK")
         if not _coarse_enough(h, w, stride):
             return lucas_kanade(dbr)
-        xy, uv = lucas_kanade(dbr, dense=False)
+        # pysteps' local outlier test loops over vectors in Python; its vectorised twin is below
+        xy, uv = lucas_kanade(dbr, dense=False, nr_std_outlier=np.inf, k_outlier=None)
+        keep = ~local_outliers(uv, xy)
+        xy, uv = xy[keep], uv[keep]
         if len(xy):
             xy, uv = decluster(xy, uv, DECLUSTER_SCALE, 1)
         if not len(xy):
@@ -56,6 +62,36 @@ def lucas_kanade(dbr: np.ndarray, stride: int = MOTION_STRIDE) -> np.ndarray:
         # distances are divided by the node spacing inside idwinterp2d: scale the offset alike
         nodes = idwinterp2d(xy, uv, nodes_of(w, stride), nodes_of(h, stride), dist_offset=IDW_DISTANCE_OFFSET / stride)
     return refine(nodes.reshape(2, len(nodes_of(h, stride)), len(nodes_of(w, stride))), (h, w), stride)
+
+
+def local_outliers(
+    values: np.ndarray, coords: np.ndarray, std: float = OUTLIER_STD, neighbours: int = OUTLIER_NEIGHBOURS
+) -> np.ndarray:
+    """Pysteps' ``detect_outliers(values, std, coords, neighbours)`` for 2-D vectors, vectorised.
+
+    ``values`` ``(n, 2)`` motion vectors at ``coords`` ``(n, 2)``; a vector is an outlier when its
+    Mahalanobis distance from the mean of its ``neighbours`` nearest others, under their covariance,
+    exceeds ``std``; a singular covariance flags none. Returns ``(n,)`` bool, equal to pysteps'
+    (tested) without its Python loop over vectors.
+    """
+    from scipy.spatial import cKDTree
+
+    n = len(values)
+    if n < 2:
+        return np.zeros(n, dtype=bool)
+    k = min(n, neighbours + 1)
+    _, index = cKDTree(coords).query(coords, k=k)
+    around = values[index[:, 1:]]  # (n, k-1, 2), the point itself excluded
+    mean = around.mean(axis=1)
+    centred = around - mean[:, None]
+    cov = np.einsum("nki,nkj->nij", centred, centred) / (k - 2)  # np.cov's ddof=1
+    det = cov[:, 0, 0] * cov[:, 1, 1] - cov[:, 0, 1] * cov[:, 1, 0]
+    d = values - mean
+    with np.errstate(divide="ignore", invalid="ignore"):
+        squared = (
+            cov[:, 1, 1] * d[:, 0] ** 2 - 2 * cov[:, 0, 1] * d[:, 0] * d[:, 1] + cov[:, 0, 0] * d[:, 1] ** 2
+        ) / det
+    return np.where(det != 0, np.sqrt(np.maximum(squared, 0.0)) > std, False)
 
 
 def nodes_of(size: int, stride: int) -> np.ndarray:

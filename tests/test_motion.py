@@ -70,3 +70,16 @@ def test_extrapolation_at_stride_one_is_pysteps():
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, equal_nan=True)
     baseline = extrapolation(rates, 3)  # the baseline: coarse displacements, NaN from outside set to 0
     assert np.abs(baseline - np.nan_to_num(theirs)).mean() < 0.05 * np.nanmean(theirs)
+
+
+@pytest.mark.parametrize("count", [1, 5, 31, 400])
+def test_local_outliers_equal_pysteps(count):
+    from pysteps.utils.cleansing import detect_outliers
+
+    rng = np.random.default_rng(count)
+    coords = rng.uniform(0, 300, (count, 2))
+    vectors = rng.normal(2.0, 0.5, (count, 2))
+    vectors[::13] += 4.0  # a few wild ones
+    expected = detect_outliers(vectors, 3.0, coords, 30) if count > 1 else np.zeros(1, bool)
+    np.testing.assert_array_equal(motion.local_outliers(vectors, coords), expected)
+    assert count < 100 or expected.sum() > 10
