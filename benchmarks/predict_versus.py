@@ -1,0 +1,83 @@
+"""Forecast seconds of two versions of nowcast, in alternating processes on the same machine.
+
+    python benchmarks/predict_versus.py OLD_TREE NEW_TREE [--rounds 4] [--shared ../shared/radar]
+
+``OLD_TREE`` and ``NEW_TREE`` are checkouts (e.g. ``git worktree add /tmp/old COMMIT``). Each round
+starts one process per tree, old then new; each process loads the shipped model of
+``NEW_TREE`` (the same weights for both) and times ``Forecaster.forecast`` (10 frames) on the
+512 × 512 real-radar crops of :data:`predict_speed.REAL_CROPS` (median of 3 after one untimed
+call). Prints each round's seconds and, per crop, the median over rounds and the ratio old / new.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from predict_speed import REAL_CROPS
+
+#: Run inside each tree's process: crops are read and saved once by this script.
+CHILD = """
+import json, statistics, sys, time, warnings
+import numpy as np
+warnings.simplefilter("ignore")
+tree, checkpoint, crops = sys.argv[1], sys.argv[2], sys.argv[3:]
+sys.path.insert(0, tree)
+import nowcast
+assert nowcast.__file__.startswith(tree), nowcast.__file__
+from nowcast.forecast import Forecaster
+forecaster = Forecaster.from_checkpoint(checkpoint)
+out = {}
+for path in crops:
+    rates = np.load(path)
+    forecaster.forecast(rates, 10, 5.0)
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        forecaster.forecast(rates, 10, 5.0)
+        times.append(time.perf_counter() - start)
+    out[path] = statistics.median(times)
+print(json.dumps(out))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("old", type=Path)
+    parser.add_argument("new", type=Path)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--shared", type=Path, default=Path("../shared/radar"))
+    args = parser.parse_args()
+    import numpy as np
+
+    from nowcast.io.radar import open_radar
+
+    checkpoint = args.new.resolve() / "nowcast" / "pretrained" / "radar_lagrangian.pt"
+    seconds: dict[str, dict[str, list[float]]] = {"old": {}, "new": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        crops = {}
+        for folder, (first, top, left) in REAL_CROPS.items():
+            files = sorted(p for p in (args.shared / folder).iterdir() if not p.name.startswith("."))
+            ds = open_radar(files[first : first + 5])
+            crops[folder] = str(Path(tmp) / f"{folder}.npy")
+            np.save(crops[folder], ds["rainfall_rate"].values[:, top : top + 512, left : left + 512].astype(np.float32))
+        for round_ in range(args.rounds):
+            for label, tree in (("old", args.old), ("new", args.new)):
+                cmd = [sys.executable, "-c", CHILD, str(tree.resolve()), str(checkpoint), *crops.values()]
+                result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+                for folder, path in crops.items():
+                    seconds[label].setdefault(folder, []).append(result[path])
+                print(f"round {round_ + 1} {label}: " + ", ".join(f"{f} {result[p]:.3f} s" for f, p in crops.items()))
+    print("\n| radar crop (512 × 512, 10 frames) | old (s) | new (s) | old / new |\n|---|---|---|---|")
+    for folder in crops:
+        old, new = statistics.median(seconds["old"][folder]), statistics.median(seconds["new"][folder])
+        print(f"| {folder} | {old:.2f} | {new:.2f} | {old / new:.2f}× |")
+
+
+if __name__ == "__main__":
+    main()
