@@ -4,7 +4,10 @@
    model once and score its exceedance probabilities for several neighbourhood growths (km of
    half-width per minute of lead, :mod:`nowcast.probability`); the best mean Brier skill over the
    thresholds is the shipped :data:`nowcast.probability.NEIGHBOURHOOD_KM_PER_MINUTE`.
-2. ``score``: ``nowcast-evaluate`` on a radar the model was not trained on, model against
+2. ``designs``: on the validation radar, the unsmoothed forecast with its neighbourhood against
+   an ensemble of it advected along motions perturbed as STEPS perturbs its members' (one network
+   pass), with and without a neighbourhood per member.
+3. ``score``: ``nowcast-evaluate`` on a radar the model was not trained on, model against
    extrapolation and a STEPS ensemble, with seconds per window.
 
     python benchmarks/probabilistic.py choose --checkpoint runs/loo/bom/train/checkpoints/best.pt
@@ -60,15 +63,70 @@ def choose(checkpoint: Path, radar: Path, every: int) -> dict[float, dict]:
     return result
 
 
+#: Probability designs compared on the validation radar by ``designs``: (members, growth km/min);
+#: members 1 is the unsmoothed forecast, more are its motion-perturbed ensemble.
+DESIGNS = ((1, 0.5), (20, 0.0), (20, 0.1), (20, 0.2), (20, 0.3), (20, 0.5))
+
+
+def designs(checkpoint: Path, radar: Path, every: int) -> dict[str, dict]:
+    """Brier skill and ROC area of each of :data:`DESIGNS`, with the seconds each spends per window."""
+    import time
+
+    forecaster = Forecaster.from_checkpoint(checkpoint)
+    ds = open_radar(radar, skip_bad=True)
+    spec, sequences = window_spec(ds, 60.0, None, forecaster.t_in)
+    spacing = float(np.mean(grid_spacing_km(ds)))
+    scorers = {d: ProbabilisticScorer(THRESHOLDS, spec.n_out) for d in DESIGNS}
+    seconds = {m: 0.0 for m, _ in DESIGNS}
+    windows = 0
+    for inputs, observed, _ in iter_windows(sequences, spec, window_starts(sequences, spec, every)):
+        sources = {}
+        for members in sorted({m for m, _ in DESIGNS}):
+            start = time.perf_counter()
+            out, sources[members] = forecaster.forecast_for_probabilities(
+                inputs, spec.n_out, spec.step_minutes, grid_spacing_km(ds), members=members
+            )
+            seconds[members] += time.perf_counter() - start
+        valid = common_mask(observed, [out])
+        lead = spec.step_minutes * np.arange(1, spec.n_out + 1)
+        for (members, growth), scorer in scorers.items():
+            scorer.update(exceedance(sources[members], THRESHOLDS, lead, spacing, growth), observed, valid)
+        windows += 1
+    result = {}
+    for (members, growth), scorer in scorers.items():
+        scores = scorer.compute()
+        result[f"{members} x {growth:g}"] = {
+            "members": members,
+            "growth_km_per_minute": growth,
+            "bss": {u: scores["bss"][u]["mean"] for u in THRESHOLDS},
+            "roc_area": {u: scores["roc_area"][u] for u in THRESHOLDS},
+            "mean_bss": float(np.mean([scores["bss"][u]["mean"] for u in THRESHOLDS])),
+            "seconds_per_window": seconds[members] / max(windows, 1),
+        }
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("task", choices=["choose", "score"])
+    parser.add_argument("task", choices=["choose", "designs", "score"])
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--radar", type=Path, default=Path("../shared/radar/rmi-2021-07-04"))
     parser.add_argument("--out", type=Path, default=Path("runs/prob"))
     parser.add_argument("--every", type=int, default=3)
     parser.add_argument("--members", type=int, default=20)
     args = parser.parse_args()
+    if args.task == "designs":
+        result = designs(args.checkpoint, args.radar, args.every)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "designs.json").write_text(json.dumps(result, indent=2))
+        print("| members × growth km/min | BSS ≥1 | BSS ≥5 | ROC area ≥1 | ROC area ≥5 | mean BSS | s/window |")
+        print("|---|---|---|---|---|---|---|")
+        for name, r in result.items():
+            print(
+                f"| {name} | {r['bss'][1.0]:.3f} | {r['bss'][5.0]:.3f} | {r['roc_area'][1.0]:.3f} | "
+                f"{r['roc_area'][5.0]:.3f} | {r['mean_bss']:.3f} | {r['seconds_per_window']:.2f} |"
+            )
+        return
     if args.task == "choose":
         result = choose(args.checkpoint, args.radar, args.every)
         args.out.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ import torch
 
 from nowcast.checkpoint import CheckpointError, file_sha256, load_checkpoint
 from nowcast.models import EncoderForecaster, ModelConfig
+from nowcast.motion import MotionPerturbation
 from nowcast.parallel import map_frames
 from nowcast.precision import autocast, resolve_precision
 from nowcast.transforms import Transform
@@ -260,19 +261,30 @@ class Forecaster:
 
     @torch.no_grad()
     def forecast_for_probabilities(
-        self, rates: np.ndarray, n_out: int, step_minutes: float | None, spacing_km: tuple[float, float] = (1.0, 1.0)
+        self,
+        rates: np.ndarray,
+        n_out: int,
+        step_minutes: float | None,
+        spacing_km: tuple[float, float] = (1.0, 1.0),
+        members: int = 1,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The forecast ``(n_out, H, W)`` of :meth:`forecast` and the field its probabilities come from.
+        """The forecast ``(n_out, H, W)`` of :meth:`forecast` and the fields its probabilities come from.
 
-        For a Lagrangian model with lead-time smoothing that field is the same forecast without the
-        smoothing (the neighbourhood of :mod:`nowcast.probability` smooths it once instead of twice;
-        chosen on the validation radar, see ``benchmarks/results/probabilistic``); otherwise the
-        forecast itself. One window ``(T, H, W)`` mm/h.
+        One window ``(T, H, W)`` mm/h in. The second item is ``(M, n_out, H, W)``: for a Lagrangian
+        model with lead-time smoothing, the same forecast without the smoothing (M = 1; the
+        neighbourhood of :mod:`nowcast.probability` smooths it once instead of twice; chosen on the
+        validation radar, see ``benchmarks/results/probabilistic``), or with ``members`` > 1 that
+        forecast advected along ``members`` motions perturbed as STEPS perturbs its members'
+        (:class:`nowcast.motion.MotionPerturbation`; one network pass for all); otherwise the
+        forecast itself.
         """
         if not self.lagrangian:
             out = self.forecast(rates, n_out, step_minutes, spacing_km)
-            return out, out
-        return self._forecast_lagrangian(rates[-self.t_in :], n_out, step_minutes, spacing_km, unsmoothed=True)
+            return out, out[None]
+        out, source = self._forecast_lagrangian(
+            rates[-self.t_in :], n_out, step_minutes, spacing_km, unsmoothed=True, members=members
+        )
+        return out, (source if source.ndim == 4 else source[None])
 
     def _run(self, frames: torch.Tensor, n_out: int, step_minutes: float | None) -> np.ndarray:
         """Model-space ``(B, T, 1, H, W)`` in, decoded rain rate ``(B, n_out, H, W)`` mm/h out."""
@@ -309,65 +321,126 @@ class Forecaster:
         step_minutes: float | None,
         spacing_km: tuple[float, float],
         unsmoothed: bool = False,
+        members: int = 1,
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """One window ``(T, H, W)`` mm/h → ``(n_out, H, W)``: resample, advect, correct, advect back.
 
         With ``unsmoothed`` also the same forecast without the lead-time smoothing, from the same
-        network pass: ``(smoothed, unsmoothed)``.
+        network pass: ``(smoothed, unsmoothed)``; with ``members`` > 1 as well, that unsmoothed
+        forecast advected along ``members`` perturbed motions, ``(members, n_out, H, W)``.
         """
-        from nowcast import lagrangian, regrid
-        from nowcast.baselines import motion_field
+        run = _LagrangianRun.start(self, rates, n_out, step_minutes, spacing_km)
+        faded = run.analysis
+        if self.fade == "cascade":
+            from nowcast.cascade import cascade_fade
 
-        no_data = ~np.isfinite(rates[-1])  # (H, W) on the input grid
-        grid = regrid.shape_at(rates.shape[-2:], spacing_km, self.grid_km)
-        fields = regrid.resample(rates, grid)  # (T, h, w) on the model's grid
-        velocity = motion_field(fields)
-        forward = lagrangian.displacements(velocity, max(n_out, len(fields) - 1))
-        inputs = lagrangian.inputs_to_lagrangian(fields, forward)
-        x = self.transform.encode(np.nan_to_num(inputs, nan=0.0).astype(np.float32))
-        frames = torch.from_numpy(x)[None, :, None].to(self.device)  # (1, T, 1, h, w)
-        analysis = symmetric_run(  # (n_out, h, w) in the analysis frame
-            lambda f: self._run(f, n_out, step_minutes), frames, self.symmetries
-        )[0]
-
-        round_trip = None  # quantile map undoing the trip to the model's grid and back, built once
-        if self.probability_matching == "cdf" and fields.shape[-2:] != rates.shape[-2:]:
-            round_trip = round_trip_quantiles(rates[-1], regrid.resample(fields[-1], rates.shape[-2:]))
-
+            faded = cascade_fade(faded, run.inputs[-3:])
         sigmas = np.zeros(n_out)  # Gaussian width of each lead's smoothing, pixels of the model's grid
         if self.smoothing_km_per_minute > 0:
             if step_minutes is None:
                 raise ValueError("lead-time smoothing needs the input's time step in minutes")
             sigmas = self.smoothing_km_per_minute * float(step_minutes) * np.arange(1, n_out + 1) / self.grid_km
-
-        def finish(frames_in_analysis: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
-            """Smooth, match, advect to each lead time, resample back; (n_out, H, W) mm/h on the input grid."""
-            match = distribution_matcher(fields[-1])
-
-            def one_lead(j: int) -> np.ndarray:
-                frame = smooth_by_lead(frames_in_analysis[j : j + 1], sigmas[j : j + 1])
-                if self.probability_matching == "cdf":
-                    frame = match(frame[0])[None]
-                out = np.nan_to_num(lagrangian.from_lagrangian(frame, forward[j : j + 1]), nan=0.0)
-                out = regrid.resample(out, rates.shape[-2:])[0]
-                if round_trip is not None:
-                    out = np.interp(out, *round_trip).astype(np.float32)
-                out[out < RAIN_FLOOR_MM_H] = 0.0
-                out[no_data] = np.nan
-                return out.astype(np.float32)
-
-            return np.stack(map_frames(one_lead, n_out))
-
-        faded = analysis
-        if self.fade == "cascade":
-            from nowcast.cascade import cascade_fade
-
-            faded = cascade_fade(faded, inputs[-3:])
-        out = finish(faded, sigmas)
+        out = run.place(run.prepare(faded, sigmas), run.forward)
         if not unsmoothed:
             return out
-        plain = faded is analysis and not sigmas.any()
-        return out, (out if plain else finish(analysis, np.zeros(n_out)))
+        if members < 2 and faded is run.analysis and not sigmas.any():
+            return out, out
+        plain = run.prepare(run.analysis, np.zeros(n_out))
+        if members < 2:
+            return out, run.place(plain, run.forward)
+        if step_minutes is None:
+            raise ValueError("a motion-perturbed ensemble needs the input's time step in minutes")
+        ensemble = []  # the unsmoothed forecast along each member's perturbed motion
+        for seed in range(members):
+            perturbation = MotionPerturbation(float(step_minutes), self.grid_km, seed)
+            ensemble.append(run.place(plain, run.displacements(perturbation)))
+        return out, np.stack(ensemble)
+
+
+@dataclass
+class _LagrangianRun:
+    """One window's network pass in the frame that moves with the rain, and the way back out of it.
+
+    ``fields`` ``(T, h, w)`` are the inputs on the model's grid, ``velocity`` ``(2, h, w)`` their
+    motion, ``forward`` ``(≥ n_out, 2, h, w)`` its displacements, ``inputs`` the fields advected to
+    the analysis time, ``analysis`` ``(n_out, h, w)`` mm/h the network's forecast there.
+    """
+
+    forecaster: Forecaster
+    shape: tuple[int, int]
+    no_data: np.ndarray
+    fields: np.ndarray
+    velocity: np.ndarray
+    forward: np.ndarray
+    inputs: np.ndarray
+    analysis: np.ndarray
+    round_trip: tuple[np.ndarray, np.ndarray] | None
+    match: Callable[[np.ndarray], np.ndarray]
+
+    @classmethod
+    def start(
+        cls, forecaster: Forecaster, rates: np.ndarray, n_out: int, step_minutes: float | None, spacing_km
+    ) -> _LagrangianRun:
+        """Resample ``rates`` ``(T, H, W)`` mm/h, estimate motion, advect the inputs, run the network."""
+        from nowcast import lagrangian, regrid
+        from nowcast.baselines import motion_field
+
+        grid = regrid.shape_at(rates.shape[-2:], spacing_km, forecaster.grid_km)
+        fields = regrid.resample(rates, grid)  # (T, h, w) on the model's grid
+        velocity = motion_field(fields)
+        forward = lagrangian.displacements(velocity, max(n_out, len(fields) - 1))
+        inputs = lagrangian.inputs_to_lagrangian(fields, forward)
+        x = forecaster.transform.encode(np.nan_to_num(inputs, nan=0.0).astype(np.float32))
+        frames = torch.from_numpy(x)[None, :, None].to(forecaster.device)  # (1, T, 1, h, w)
+        analysis = symmetric_run(  # (n_out, h, w) in the analysis frame
+            lambda f: forecaster._run(f, n_out, step_minutes), frames, forecaster.symmetries
+        )[0]
+        round_trip = None  # quantile map undoing the trip to the model's grid and back, built once
+        if forecaster.probability_matching == "cdf" and fields.shape[-2:] != rates.shape[-2:]:
+            round_trip = round_trip_quantiles(rates[-1], regrid.resample(fields[-1], rates.shape[-2:]))
+        return cls(
+            forecaster=forecaster,
+            shape=rates.shape[-2:],
+            no_data=~np.isfinite(rates[-1]),  # (H, W) on the input grid
+            fields=fields,
+            velocity=velocity,
+            forward=forward,
+            inputs=inputs,
+            analysis=analysis,
+            round_trip=round_trip,
+            match=distribution_matcher(fields[-1]),
+        )
+
+    def displacements(self, perturbation: MotionPerturbation) -> np.ndarray:
+        """Forward displacements ``(n_out, 2, h, w)`` along the motion with one member's perturbation."""
+        from nowcast import lagrangian
+
+        return lagrangian.displacements(self.velocity, len(self.analysis), perturbation=perturbation)
+
+    def prepare(self, frames: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
+        """Smooth (``sigmas`` ``(n_out,)`` pixels) and match each lead in the moving frame; ``(n_out, h, w)``."""
+        matching = self.forecaster.probability_matching == "cdf"
+
+        def one_lead(j: int) -> np.ndarray:
+            frame = smooth_by_lead(frames[j : j + 1], sigmas[j : j + 1])[0]
+            return self.match(frame) if matching else frame
+
+        return np.stack(map_frames(one_lead, len(frames)))
+
+    def place(self, prepared: np.ndarray, forward: np.ndarray) -> np.ndarray:
+        """Advect each lead to its time, resample back; ``(n_out, H, W)`` mm/h on the input grid."""
+        from nowcast import lagrangian, regrid
+
+        def one_lead(j: int) -> np.ndarray:
+            out = np.nan_to_num(lagrangian.warp(prepared[j], forward[j]), nan=0.0)
+            out = regrid.resample(out[None], self.shape)[0]
+            if self.round_trip is not None:
+                out = np.interp(out, *self.round_trip).astype(np.float32)
+            out[out < RAIN_FLOOR_MM_H] = 0.0
+            out[self.no_data] = np.nan
+            return out.astype(np.float32)
+
+        return np.stack(map_frames(one_lead, len(prepared)))
 
 
 def symmetric_run(run: Callable[[torch.Tensor], np.ndarray], frames: torch.Tensor, count: int) -> np.ndarray:

@@ -28,31 +28,44 @@ from nowcast.parallel import map_frames
 
 
 def displacements(
-    velocity: np.ndarray, steps: int, backward: bool = False, stride: int = motion.MOTION_STRIDE
+    velocity: np.ndarray,
+    steps: int,
+    backward: bool = False,
+    stride: int = motion.MOTION_STRIDE,
+    perturbation: motion.MotionPerturbation | None = None,
 ) -> np.ndarray:
     """Semi-Lagrangian displacements ``(steps, 2, H, W)`` (pixels) after 1, 2, … ``steps`` steps.
 
     ``backward`` follows the motion back in time (the velocity negated). Pysteps' scheme runs on
     the nodes of a grid every ``stride`` pixels and the result is refined bilinearly
-    (:mod:`nowcast.motion`); ``stride=1`` is pysteps' scheme on every pixel.
+    (:mod:`nowcast.motion`); ``stride=1`` is pysteps' scheme on every pixel. With a
+    ``perturbation``, step k follows the velocity plus that member's perturbation at lead k, as
+    each STEPS member does.
     """
     h, w = velocity.shape[-2:]
     velocity = -velocity if backward else velocity
-    if stride == 1 or min(h, w) <= 2 * stride:
-        return _pysteps_displacements(velocity, steps)
-    coarse = _pysteps_displacements(motion.coarsen(velocity, stride) / stride, steps) * stride
+    if not motion.coarse_enough(h, w, stride):
+        return _pysteps_displacements(velocity, steps, perturbation, 1)
+    coarse = _pysteps_displacements(motion.coarsen(velocity, stride) / stride, steps, perturbation, stride) * stride
     return motion.refine(coarse, (h, w), stride)
 
 
-def _pysteps_displacements(velocity: np.ndarray, steps: int) -> np.ndarray:
-    """Pysteps' semi-Lagrangian displacements ``(steps, 2, H, W)`` of every pixel of ``velocity``."""
+def _pysteps_displacements(
+    velocity: np.ndarray, steps: int, perturbation: motion.MotionPerturbation | None, stride: int
+) -> np.ndarray:
+    """Pysteps' semi-Lagrangian displacements ``(steps, 2, H, W)`` of every pixel of ``velocity``.
+
+    ``velocity`` is on a grid of ``stride`` input pixels per pixel (for the perturbation's units).
+    """
     extrapolate = import_pysteps().extrapolation.get_method("semilagrangian")
+    offset = perturbation.generator(velocity, stride) if perturbation is not None else None
     out = np.empty((steps, *velocity.shape), dtype=np.float64)
     previous = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for k in range(steps):
-            _, previous = extrapolate(None, velocity, 1, displacement_prev=previous, return_displacement=True)
+            step_velocity = velocity if offset is None else velocity + offset(k + 1)
+            _, previous = extrapolate(None, step_velocity, 1, displacement_prev=previous, return_displacement=True)
             out[k] = previous
     return out
 

@@ -132,14 +132,19 @@ def steps(window: Window, members: int = DEFAULT_MEMBERS, seed: int = 0) -> np.n
     return out
 
 
-def model_method(forecaster) -> Method:
-    """A trained :class:`~nowcast.forecast.Forecaster` as a method: ``(1, n_out, H, W)`` mm/h."""
+def model_method(forecaster, members: int = 1) -> Method:
+    """A trained :class:`~nowcast.forecast.Forecaster` as a method: ``(1, n_out, H, W)`` mm/h.
+
+    Its probabilities come from ``window.probability_fields["model"]``: the unsmoothed forecast
+    (``members`` 1) or, with ``members`` > 1, a motion-perturbed ensemble of it (see
+    :meth:`~nowcast.forecast.Forecaster.forecast_for_probabilities`).
+    """
 
     def forecast(window: Window) -> np.ndarray:
         out, for_probabilities = forecaster.forecast_for_probabilities(
-            window.rates, window.n_out, window.step_minutes, window.spacing_km
+            window.rates, window.n_out, window.step_minutes, window.spacing_km, members=members
         )
-        window.probability_fields["model"] = for_probabilities[None]
+        window.probability_fields["model"] = for_probabilities
         return out[None]
 
     return forecast

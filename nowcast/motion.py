@@ -14,6 +14,8 @@ percentile out of up to 99 px. ``stride=1`` is pysteps exactly.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -49,7 +51,7 @@ def lucas_kanade(dbr: np.ndarray, stride: int = MOTION_STRIDE) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         lucas_kanade = pysteps.motion.get_method("LK")
-        if not _coarse_enough(h, w, stride):
+        if not coarse_enough(h, w, stride):
             return lucas_kanade(dbr)
         # pysteps' local outlier test loops over vectors in Python; its vectorised twin is below
         xy, uv = lucas_kanade(dbr, dense=False, nr_std_outlier=np.inf, k_outlier=None)
@@ -94,6 +96,31 @@ def local_outliers(
     return np.where(det != 0, np.sqrt(np.maximum(squared, 0.0)) > std, False)
 
 
+@dataclass(frozen=True)
+class MotionPerturbation:
+    """The motion perturbation of one STEPS member: pysteps' BPS (Bowler, Pierce and Seed 2006).
+
+    Each member's velocity gets a perturbation along and across the local motion, of a random
+    (Laplace) size drawn once per member from ``seed`` and growing with lead time by BPS' fitted
+    power laws (pysteps' defaults, as its STEPS uses them). ``step_minutes`` is the time step,
+    ``spacing_km`` the grid spacing of the velocity's pixels.
+    """
+
+    step_minutes: float
+    spacing_km: float
+    seed: int
+
+    def generator(self, velocity: np.ndarray, stride: int = 1) -> Callable[[int], np.ndarray]:
+        """The perturbation ``(2, h, w)`` (pixels per step) to add at step k (1, 2, …) to ``velocity``.
+
+        ``velocity`` ``(2, h, w)`` is on a grid of ``stride`` pixels of ``spacing_km`` per pixel.
+        """
+        noise = import_pysteps().noise.motion
+        random = np.random.RandomState(self.seed)
+        state = noise.initialize_bps(velocity, 1.0 / (self.spacing_km * stride), self.step_minutes, randstate=random)
+        return lambda k: noise.generate_bps(state, k * self.step_minutes)
+
+
 def nodes_of(size: int, stride: int) -> np.ndarray:
     """Pixel positions ``0, stride, 2·stride, …`` up to the first one at or past ``size - 1``."""
     return np.arange(0, size - 1 + stride, stride, dtype=np.float64)
@@ -120,6 +147,6 @@ def refine(nodes: np.ndarray, shape: tuple[int, int], stride: int) -> np.ndarray
     return full[..., : shape[0], : shape[1]].reshape(*lead, *shape).numpy()
 
 
-def _coarse_enough(h: int, w: int, stride: int) -> bool:
+def coarse_enough(h: int, w: int, stride: int) -> bool:
     """Whether a coarse grid of ``stride`` has at least three nodes along each side of ``(h, w)``."""
     return stride > 1 and min(h, w) > 2 * stride

@@ -1,6 +1,7 @@
 """Exceedance probabilities ``P(R ≥ u)`` per threshold and lead time, from any forecast method.
 
-* An ensemble ``(M, T, H, W)`` with ``M > 1`` (STEPS): the fraction of members at or above ``u``.
+* An ensemble ``(M, T, H, W)`` with ``M > 1`` (STEPS): the fraction of members at or above ``u``
+  (optionally of each member's neighbourhood, as below).
 * One deterministic forecast (the network, extrapolation): the fraction of pixels at or above ``u``
   in a square neighbourhood whose half-width grows linearly with lead time, ``radius_km =
   km_per_minute × lead``: the neighbourhood ensemble of Theis et al. (2005, Meteorol. Appl. 12), the
@@ -33,25 +34,24 @@ def exceedance(
     thresholds: Sequence[float],
     lead_minutes: Sequence[float],
     spacing_km: float = 1.0,
-    km_per_minute: float = NEIGHBOURHOOD_KM_PER_MINUTE,
+    km_per_minute: float | None = None,
 ) -> np.ndarray:
     """``P(R ≥ u)`` in [0, 1], ``(U, T, H, W)`` float32, from a method's output ``(M, T, H, W)`` mm/h.
 
-    Ensembles use member fractions; a single forecast uses the growing neighbourhood (see the module
-    docstring). NaN where the forecast has no data.
+    The mean over members of each member's neighbourhood fraction (see the module docstring), the
+    neighbourhood growing by ``km_per_minute``: by default :data:`NEIGHBOURHOOD_KM_PER_MINUTE` for a
+    single forecast and 0 (plain member fractions) for an ensemble. NaN where the forecast has no data.
     """
     members = np.asarray(members, dtype=np.float32)
+    if km_per_minute is None:
+        km_per_minute = NEIGHBOURHOOD_KM_PER_MINUTE if members.shape[0] == 1 else 0.0
     no_data = ~np.isfinite(members).all(axis=0)  # (T, H, W)
     out = np.empty((len(thresholds), *members.shape[1:]), dtype=np.float32)
     for k, threshold in enumerate(thresholds):
         wet = np.nan_to_num(members, nan=0.0) >= threshold  # (M, T, H, W)
-        if members.shape[0] > 1:
-            out[k] = wet.mean(axis=0)
-            continue
         for t, lead in enumerate(lead_minutes):
-            out[k, t] = neighbourhood_fraction(
-                wet[0, t], ~no_data[t], neighbourhood_radius_px(lead, spacing_km, km_per_minute)
-            )
+            radius = neighbourhood_radius_px(lead, spacing_km, km_per_minute)
+            out[k, t] = np.mean([neighbourhood_fraction(m, ~no_data[t], radius) for m in wet[:, t]], axis=0)
     out[:, no_data] = np.nan
     return out
 

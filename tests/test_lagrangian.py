@@ -143,7 +143,7 @@ def test_cascade_fade_turns_the_forecast_towards_s_prog_and_keeps_no_data():
     faded.fade = "cascade"
     a, (b, for_probabilities) = plain.forecast(rates, 4, 5.0), faded.forecast_for_probabilities(rates, 4, 5.0)
     assert np.isnan(b[:, 60:]).all() and np.isfinite(b[:, :60]).all()
-    np.testing.assert_array_equal(for_probabilities, a)  # probabilities from the unfaded forecast
+    np.testing.assert_array_equal(for_probabilities[0], a)  # probabilities from the unfaded forecast
     detail = [np.nanstd(f[:60] - gaussian_filter(f[:60], 1.0)) for f in (a[-1], b[-1])]
     assert detail[1] < detail[0]  # the new small-scale noise of each input fades
 
@@ -156,10 +156,25 @@ def test_probabilities_come_from_the_unsmoothed_forecast_of_the_same_pass():
     smooth.smoothing_km_per_minute = 0.2
     out, for_probabilities = smooth.forecast_for_probabilities(rates, 4, 5.0)
     np.testing.assert_array_equal(out, smooth.forecast(rates, 4, 5.0))
-    np.testing.assert_array_equal(for_probabilities, _lagrangian_forecaster().forecast(rates, 4, 5.0))
+    np.testing.assert_array_equal(for_probabilities[0], _lagrangian_forecaster().forecast(rates, 4, 5.0))
     window = Window(rates, 4, 5.0)
     np.testing.assert_array_equal(get_method("model", smooth)(window)[0], out)
-    np.testing.assert_array_equal(window.probability_fields["model"][0], for_probabilities)
+    np.testing.assert_array_equal(window.probability_fields["model"], for_probabilities)
+
+
+def test_motion_perturbed_members_spread_with_lead_time():
+    rates = moving_blob(5, speed=(2.0, -1.0))
+    forecaster = _lagrangian_forecaster()
+    out, members = forecaster.forecast_for_probabilities(rates, 6, 5.0, members=6)
+    assert members.shape == (6, 6, 64, 64)
+    np.testing.assert_array_equal(out, forecaster.forecast(rates, 6, 5.0))  # the forecast is unchanged
+    # each member is the same cell advected along its own motion: peaks alike, places apart
+    peaks = np.nanmax(members, axis=(2, 3))
+    np.testing.assert_allclose(peaks, peaks[:1].repeat(6, axis=0), rtol=0.1)
+    spread = np.nanstd(members, axis=0).mean(axis=(1, 2))
+    assert spread[0] < spread[-1] and spread[-1] > 0.05
+    again = forecaster.forecast_for_probabilities(rates, 6, 5.0, members=6)[1]
+    np.testing.assert_array_equal(again, members)  # member k is seeded by k
 
 
 def test_lagrangian_forecast_on_a_500m_grid_comes_back_on_it():
