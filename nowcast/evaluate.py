@@ -30,6 +30,7 @@ from nowcast.evaluation import (
 from nowcast.forecast import Forecaster
 from nowcast.methods import DEFAULT_MEMBERS, DEFAULT_METHODS, METHOD_NAMES
 from nowcast.predict import add_input_arguments, check_minutes, guarded, open_input
+from nowcast.probability import MODEL_MEMBERS
 
 OUTPUT_NAMES = (
     "metrics.json",
@@ -71,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--members", type=int, default=DEFAULT_MEMBERS, help=f"STEPS ensemble size (default {DEFAULT_MEMBERS})"
     )
     parser.add_argument(
+        "--model-members",
+        type=int,
+        default=MODEL_MEMBERS,
+        help=f"members of the model's motion-perturbed ensemble for its probabilities (default {MODEL_MEMBERS}; "
+        "1: its single forecast with a growing neighbourhood, faster)",
+    )
+    parser.add_argument(
         "--probability-thresholds",
         nargs="*",
         type=float,
@@ -108,6 +116,8 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise UserError(f"{flag} must be positive rain rates in mm/h, got {values}")
     if not 2 <= args.members <= 200:
         raise UserError(f"--members must be between 2 and 200, got {args.members}")
+    if not 1 <= args.model_members <= 200:
+        raise UserError(f"--model-members must be between 1 and 200, got {args.model_members}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet and sys.stderr.isatty(),
         probability_thresholds=args.probability_thresholds,
         members=args.members,
+        model_members=args.model_members,
     )
     document = metrics_document(result)
     out.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from nowcast.forecast import Forecaster
 from nowcast.io.radar import split_sequences
 from nowcast.methods import DEFAULT_MEMBERS, DEFAULT_METHODS, METHOD_NAMES, Method, Window, deterministic, get_method
 from nowcast.metrics import Scorer
-from nowcast.probability import exceedance
+from nowcast.probability import MODEL_MEMBERS, exceedance
 from nowcast.probscores import ProbabilisticScorer
 from nowcast.regrid import grid_spacing_km
 
@@ -106,18 +106,21 @@ def evaluate(
     progress: bool = True,
     probability_thresholds: Sequence[float] = DEFAULT_PROBABILITY_THRESHOLDS,
     members: int = DEFAULT_MEMBERS,
+    model_members: int = MODEL_MEMBERS,
 ) -> EvaluationResult:
     """Forecast every window with every method and score them against the observations.
 
     Every method forecasts through :func:`nowcast.methods.get_method`; all are scored on one common
     mask of pixels valid in the observation and in every forecast. ``probability_thresholds`` (mm/h;
     empty to skip) are the events whose probabilities are scored (see :mod:`nowcast.probability`);
-    ``members`` is the STEPS ensemble size.
+    ``members`` is the STEPS ensemble size, ``model_members`` that of the model's motion-perturbed
+    ensemble (1: its single forecast with a neighbourhood; no ensemble without probabilities).
     """
     unknown = set(methods) - set(METHOD_NAMES)
     if unknown:
         raise UserError(f"unknown method(s) {sorted(unknown)}; choose from {list(METHOD_NAMES)}")
-    callables = {name: get_method(name, forecaster, members) for name in methods}
+    model_members = model_members if probability_thresholds else 1
+    callables = {name: get_method(name, forecaster, members, model_members) for name in methods}
     t_in = forecaster.t_in if forecaster is not None else 3
     spec, sequences = window_spec(ds, minutes_out, minutes_in, t_in)
     spacing = grid_spacing_km(ds)
@@ -207,7 +210,10 @@ def score_windows(
                 size = out.shape[0] if out.shape[0] > 1 else None
                 prob_scorers[name] = ProbabilisticScorer(probability_thresholds, spec.n_out, size)
             source = window.probability_fields.get(name, out)
-            probability = exceedance(source, probability_thresholds, window.lead_minutes, float(np.mean(spacing_km)))
+            growth = window.probability_growth.get(name)
+            probability = exceedance(
+                source, probability_thresholds, window.lead_minutes, float(np.mean(spacing_km)), growth
+            )
             prob_scorers[name].update(probability, observed, valid, out if out.shape[0] > 1 else None)
         rain = float(np.nansum(observed))
         if rain > best_rain:

@@ -32,6 +32,7 @@ import numpy as np
 from nowcast import baselines
 from nowcast._quiet import import_pysteps
 from nowcast.errors import UserError
+from nowcast.probability import MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE, MODEL_MEMBERS
 
 #: Every method name :func:`get_method` knows.
 METHOD_NAMES = ("model", "persistence", "extrapolation", "sprog", "steps")
@@ -57,8 +58,11 @@ class Window:
         Grid spacing ``(dy, dx)`` in km.
     probability_fields
         Method name → the field ``(M, n_out, H, W)`` its exceedance probabilities come from, where a
-        method leaves one (the model: its forecast without lead-time smoothing); otherwise the
-        probabilities come from the method's output.
+        method leaves one (the model: its forecast without lead-time smoothing, or a
+        motion-perturbed ensemble of it); otherwise the probabilities come from the method's output.
+    probability_growth
+        Method name → the neighbourhood growth (km per minute) of its probabilities, where a method
+        sets one; otherwise :func:`nowcast.probability.exceedance`'s default.
 
     """
 
@@ -67,6 +71,7 @@ class Window:
     step_minutes: float
     spacing_km: tuple[float, float] = (1.0, 1.0)
     probability_fields: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    probability_growth: dict[str, float] = field(default_factory=dict, repr=False)
     _velocity: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -132,11 +137,13 @@ def steps(window: Window, members: int = DEFAULT_MEMBERS, seed: int = 0) -> np.n
     return out
 
 
-def model_method(forecaster, members: int = 1) -> Method:
+def model_method(forecaster, members: int = MODEL_MEMBERS) -> Method:
     """A trained :class:`~nowcast.forecast.Forecaster` as a method: ``(1, n_out, H, W)`` mm/h.
 
-    Its probabilities come from ``window.probability_fields["model"]``: the unsmoothed forecast
-    (``members`` 1) or, with ``members`` > 1, a motion-perturbed ensemble of it (see
+    Its probabilities come from ``window.probability_fields["model"]``: with ``members`` > 1 (a
+    Lagrangian model) the unsmoothed forecast advected along that many perturbed motions, each
+    member with a neighbourhood growing by :data:`~nowcast.probability.MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE`;
+    with 1, the unsmoothed forecast with the single forecast's neighbourhood (see
     :meth:`~nowcast.forecast.Forecaster.forecast_for_probabilities`).
     """
 
@@ -145,20 +152,25 @@ def model_method(forecaster, members: int = 1) -> Method:
             window.rates, window.n_out, window.step_minutes, window.spacing_km, members=members
         )
         window.probability_fields["model"] = for_probabilities
+        if for_probabilities.shape[0] > 1:
+            window.probability_growth["model"] = MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE
         return out[None]
 
     return forecast
 
 
-def get_method(name: str, forecaster=None, members: int = DEFAULT_MEMBERS) -> Method:
+def get_method(
+    name: str, forecaster=None, members: int = DEFAULT_MEMBERS, model_members: int = MODEL_MEMBERS
+) -> Method:
     """Look up a forecast method by name; the error lists the valid names.
 
-    ``forecaster`` is needed for ``model``; ``members`` sets the size of a STEPS ensemble.
+    ``forecaster`` is needed for ``model``; ``members`` sets the size of a STEPS ensemble,
+    ``model_members`` that of the model's motion-perturbed ensemble (its probabilities).
     """
     if name == "model":
         if forecaster is None:
             raise UserError("method 'model' needs a checkpoint")
-        return model_method(forecaster)
+        return model_method(forecaster, model_members)
     methods: dict[str, Method] = {
         "persistence": _persistence,
         "extrapolation": _extrapolation,

@@ -26,6 +26,7 @@ from nowcast.io.formats import READERS, get_reader
 from nowcast.io.radar import ZR, open_radar, split_sequences
 from nowcast.methods import Window, get_method
 from nowcast.precision import PRECISIONS
+from nowcast.probability import MODEL_MEMBERS
 from nowcast.regrid import grid_spacing_km
 
 log = logging.getLogger("nowcast.predict")
@@ -166,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write P(rain rate >= U mm/h) per threshold and lead time into the netCDF "
         "(and FILE_probability.gif beside --gif), e.g. 1,5,10",
     )
+    parser.add_argument(
+        "--members",
+        type=int,
+        default=MODEL_MEMBERS,
+        help=f"with --probabilities: members of the motion-perturbed ensemble they come from (default "
+        f"{MODEL_MEMBERS}; 1: the single forecast with a growing neighbourhood, faster)",
+    )
     return parser
 
 
@@ -243,6 +251,8 @@ def run(args: argparse.Namespace) -> int:
     say = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     probability_gif = str(probability_gif_path(args.gif)) if args.gif and args.probabilities else None
     check_outputs([args.output, args.gif, probability_gif], args.overwrite, [".nc", ".gif", ".gif"])
+    if not 1 <= args.members <= 200:
+        raise UserError(f"--members must be between 1 and 200, got {args.members}")
     forecaster = Forecaster.from_checkpoint(args.checkpoint, args.device, args.precision)
     ds = open_input(args)
     window, step = last_regular_frames(ds, forecaster.t_in)
@@ -253,8 +263,9 @@ def run(args: argparse.Namespace) -> int:
     spacing = grid_spacing_km(ds)
     spacing_km = float(np.mean(spacing))
     forecast_window = Window(window["rainfall_rate"].values, n_out, step, spacing)
-    forecast = get_method("model", forecaster)(forecast_window)[0]  # the interface evaluate uses
-    for_probabilities = forecast_window.probability_fields["model"]  # (1, n_out, H, W)
+    members = args.members if args.probabilities else 1
+    forecast = get_method("model", forecaster, model_members=members)(forecast_window)[0]  # as evaluate does
+    for_probabilities = forecast_window.probability_fields["model"]  # (M, n_out, H, W)
     attrs = {
         "nowcast_model": f"{forecaster.frame} {forecaster.model.config.cell} encoder-forecaster "
         f"{forecaster.model.config.hidden}",
@@ -265,7 +276,8 @@ def run(args: argparse.Namespace) -> int:
     }
     out = forecast_dataset(window, forecast, step, attrs)
     if args.probabilities:
-        probability = exceedance(for_probabilities, args.probabilities, out["lead_time"].values, spacing_km)
+        growth = forecast_window.probability_growth.get("model")
+        probability = exceedance(for_probabilities, args.probabilities, out["lead_time"].values, spacing_km, growth)
         out = add_probabilities(out, probability, args.probabilities)
     write_forecast(out, args.output)
     say(f"wrote {args.output}: {n_out} frames every {step:g} min from {pd.Timestamp(window['time'].values[-1])}")

@@ -478,7 +478,7 @@ class Trainer:
             precision=self.precision.name,
         )
         baseline = "extrapolation" if self.bundle.frame == "lagrangian" else "persistence"
-        methods = {"model": model_method(forecaster), baseline: get_method("persistence")}
+        methods = {"model": model_method(forecaster, members=1), baseline: get_method("persistence")}
         spec = WindowSpec(self.bundle.t_in, self.bundle.t_out, float(np.mean(self.bundle.step_minutes or [1.0])))
         result = score_windows(
             test_windows(self.bundle),

@@ -94,6 +94,7 @@ BAD_PREDICT = [
     (("--zr-b", "0"), "--zr-b 0 is not a positive number"),
     (("--zr-a", "-200"), "--zr-a -200 is not a positive number"),
     (("--format", "nexrad"), "known formats"),
+    (("--probabilities", "1,5", "--members", "0"), "--members"),
 ]
 
 
@@ -139,6 +140,7 @@ BAD_EVALUATE = [
     (("--minutes", "inf"), "out of range"),
     (("--input-minutes", "0"), "out of range"),
     (("--every", "0"), "--every"),
+    (("--model-members", "0"), "--model-members"),
 ]
 
 

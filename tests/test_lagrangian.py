@@ -9,6 +9,7 @@ from nowcast import lagrangian, regrid
 from nowcast.baselines import extrapolation, motion_field
 from nowcast.forecast import RAIN_FLOOR_MM_H, Forecaster, smooth_by_lead, symmetric_run
 from nowcast.models import EncoderForecaster, ModelConfig
+from nowcast.probability import MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE, MODEL_MEMBERS
 from nowcast.transforms import Transform
 
 
@@ -158,8 +159,13 @@ def test_probabilities_come_from_the_unsmoothed_forecast_of_the_same_pass():
     np.testing.assert_array_equal(out, smooth.forecast(rates, 4, 5.0))
     np.testing.assert_array_equal(for_probabilities[0], _lagrangian_forecaster().forecast(rates, 4, 5.0))
     window = Window(rates, 4, 5.0)
-    np.testing.assert_array_equal(get_method("model", smooth)(window)[0], out)
+    np.testing.assert_array_equal(get_method("model", smooth, model_members=1)(window)[0], out)
     np.testing.assert_array_equal(window.probability_fields["model"], for_probabilities)
+    assert "model" not in window.probability_growth  # the single forecast's default neighbourhood
+    window = Window(rates, 4, 5.0)
+    np.testing.assert_array_equal(get_method("model", smooth)(window)[0], out)  # by default an ensemble ...
+    assert window.probability_fields["model"].shape == (MODEL_MEMBERS, 4, 64, 64)
+    assert window.probability_growth["model"] == MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE  # ... with its own
 
 
 def test_motion_perturbed_members_spread_with_lead_time():
