@@ -89,8 +89,9 @@ class ProbabilisticScorer:
 
         ``brier`` and ``bss``: ``{u: {"by_lead": [...], "mean": x}}`` (mean: pooled over leads);
         ``roc_area``: ``{u: x}``; ``roc``: ``{u: {"pofd": [...], "pod": [...]}}``; ``reliability``:
-        ``{u: {"forecast": [...], "observed": [...], "count": [...]}}`` (mean forecast probability and
-        observed frequency per bin, NaN-free: empty bins are left out). With members also ``crps``
+        ``{u: {"forecast": [...], "observed": [...], "count": [...], "term": x}}`` (mean forecast
+        probability and observed frequency per bin, NaN-free: empty bins are left out; ``term`` is
+        Murphy's reliability term Σ n_k (f_k − o_k)² / N, 0 for perfect reliability). With members also ``crps``
         (mm/h, ``{"by_lead", "mean"}``) and ``rank_histogram`` (``M + 1`` frequencies).
         """
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -118,10 +119,15 @@ class ProbabilisticScorer:
         table = self.reliability[k]
         count = np.asarray(table["num_idx"], dtype=float)
         used = count > 0
+        forecast = np.asarray(table["X_sum"])[used] / count[used]
+        observed = np.asarray(table["Y_sum"])[used] / count[used]
+        # Murphy's reliability term of the Brier score over the bins: lower is more reliable
+        term = float(np.sum(count[used] * (forecast - observed) ** 2) / count.sum()) if used.any() else None
         return {
-            "forecast": (np.asarray(table["X_sum"])[used] / count[used]).tolist(),
-            "observed": (np.asarray(table["Y_sum"])[used] / count[used]).tolist(),
+            "forecast": forecast.tolist(),
+            "observed": observed.tolist(),
             "count": count[used].astype(int).tolist(),
+            "term": term,
         }
 
 

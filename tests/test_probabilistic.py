@@ -61,6 +61,11 @@ def test_brier_and_skill_by_hand():
     climatology = ProbabilisticScorer([1.0], 1)
     climatology.update(np.full_like(prob, 0.5), observed, valid)
     assert climatology.compute()["bss"][1.0]["mean"] == pytest.approx(0.0)
+    # one bin holds all four pixels at p = 0.5 with two events observed: perfectly reliable
+    assert climatology.compute()["reliability"][1.0]["term"] == pytest.approx(0.0)
+    constant = ProbabilisticScorer([1.0], 1)
+    constant.update(np.full_like(prob, 0.9), observed, valid)  # says 0.9, it rains half the time
+    assert constant.compute()["reliability"][1.0]["term"] == pytest.approx((0.9 - 0.5) ** 2)
 
 
 def test_perfect_probabilities_score_perfectly():
