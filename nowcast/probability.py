@@ -55,16 +55,20 @@ def exceedance(
     no_data = ~np.isfinite(members).all(axis=0)  # (T, H, W)
     out = np.empty((len(thresholds), *members.shape[1:]), dtype=np.float32)
     for k, threshold in enumerate(thresholds):
-        wet = np.nan_to_num(members, nan=0.0) >= threshold  # (M, T, H, W)
         for t, lead in enumerate(lead_minutes):
+            # the neighbourhood mean is linear and its mask is every member's: filter the member fraction once
+            fraction = (np.nan_to_num(members[:, t], nan=0.0) >= threshold).mean(axis=0, dtype=np.float32)
             radius = neighbourhood_radius_px(lead, spacing_km, km_per_minute)
-            out[k, t] = np.mean([neighbourhood_fraction(m, ~no_data[t], radius) for m in wet[:, t]], axis=0)
+            out[k, t] = neighbourhood_fraction(fraction, ~no_data[t], radius)
     out[:, no_data] = np.nan
     return out
 
 
 def neighbourhood_fraction(event: np.ndarray, valid: np.ndarray, radius: int) -> np.ndarray:
-    """Fraction of valid pixels with the event within ``radius`` pixels (a square), ``(H, W)``."""
+    """Fraction of valid pixels with the event within ``radius`` pixels (a square), ``(H, W)``.
+
+    ``event`` is 0/1, or a fraction of members in [0, 1] (the mean of their neighbourhood fractions).
+    """
     if radius <= 0:
         return event.astype(np.float32)
     size = 2 * radius + 1

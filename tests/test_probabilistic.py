@@ -204,3 +204,14 @@ def test_distribution_matcher_equals_pysteps():
         forecast[10:12] = 1.5  # ties
         expected = nonparam_match_empirical_cdf(forecast, np.nan_to_num(reference))
         np.testing.assert_allclose(distribution_matcher(reference)(forecast), expected, rtol=1e-6)
+
+
+def test_ensemble_neighbourhood_is_the_mean_of_each_members():
+    rng = np.random.default_rng(4)
+    members = rng.gamma(0.5, 2.0, (5, 2, 30, 30)).astype(np.float32)
+    members[:, :, :3] = np.nan  # no data, shared by every member
+    p = exceedance(members, [1.0], [10.0, 20.0], spacing_km=1.0, km_per_minute=0.2)
+    for t, radius in enumerate((2, 4)):
+        each = [neighbourhood_fraction(m[t] >= 1.0, np.isfinite(m[t]), radius) for m in members]
+        np.testing.assert_allclose(p[0, t, 3:], np.mean(each, axis=0)[3:], atol=1e-6)
+    assert np.isnan(p[:, :, :3]).all()
