@@ -379,7 +379,12 @@ class _LagrangianRun:
 
     @classmethod
     def start(
-        cls, forecaster: Forecaster, rates: np.ndarray, n_out: int, step_minutes: float | None, spacing_km
+        cls,
+        forecaster: Forecaster,
+        rates: np.ndarray,
+        n_out: int,
+        step_minutes: float | None,
+        spacing_km: tuple[float, float],
     ) -> _LagrangianRun:
         """Resample ``rates`` ``(T, H, W)`` mm/h, estimate motion, advect the inputs, run the network."""
         from nowcast import lagrangian, regrid
