@@ -124,7 +124,7 @@ def steps(window: Window, members: int = DEFAULT_MEMBERS, seed: int = 0) -> np.n
                 window.n_out,
                 n_ens_members=members,
                 n_cascade_levels=6,
-                precip_thr=10.0 * np.log10(baselines.RAIN_THRESHOLD_MM_H),
+                precip_thr=baselines.RAIN_THRESHOLD_DBR,
                 kmperpixel=float(np.mean(window.spacing_km)),
                 timestep=float(window.step_minutes),
                 noise_method="nonparametric",
