@@ -281,10 +281,9 @@ class Forecaster:
         if not self.lagrangian:
             out = self.forecast(rates, n_out, step_minutes, spacing_km)
             return out, out[None]
-        out, source = self._forecast_lagrangian(
+        return self._forecast_lagrangian(
             rates[-self.t_in :], n_out, step_minutes, spacing_km, unsmoothed=True, members=members
         )
-        return out, (source if source.ndim == 4 else source[None])
 
     def _run(self, frames: torch.Tensor, n_out: int, step_minutes: float | None) -> np.ndarray:
         """Model-space ``(B, T, 1, H, W)`` in, decoded rain rate ``(B, n_out, H, W)`` mm/h out."""
@@ -325,9 +324,9 @@ class Forecaster:
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """One window ``(T, H, W)`` mm/h → ``(n_out, H, W)``: resample, advect, correct, advect back.
 
-        With ``unsmoothed`` also the same forecast without the lead-time smoothing, from the same
-        network pass: ``(smoothed, unsmoothed)``; with ``members`` > 1 as well, that unsmoothed
-        forecast advected along ``members`` perturbed motions, ``(members, n_out, H, W)``.
+        With ``unsmoothed`` also the fields the probabilities come from, from the same network pass:
+        ``(smoothed, (M, n_out, H, W))``, the forecast without the lead-time smoothing (M = 1) or,
+        with ``members`` > 1, that forecast advected along ``members`` perturbed motions.
         """
         run = _LagrangianRun.start(self, rates, n_out, step_minutes, spacing_km)
         faded = run.analysis
@@ -344,10 +343,10 @@ class Forecaster:
         if not unsmoothed:
             return out
         if members < 2 and faded is run.analysis and not sigmas.any():
-            return out, out
+            return out, out[None]
         plain = run.prepare(run.analysis, np.zeros(n_out))
         if members < 2:
-            return out, run.place(plain, run.forward)
+            return out, run.place(plain, run.forward)[None]
         if step_minutes is None:
             raise ValueError("a motion-perturbed ensemble needs the input's time step in minutes")
         ensemble = []  # the unsmoothed forecast along each member's perturbed motion
@@ -361,15 +360,15 @@ class Forecaster:
 class _LagrangianRun:
     """One window's network pass in the frame that moves with the rain, and the way back out of it.
 
-    ``fields`` ``(T, h, w)`` are the inputs on the model's grid, ``velocity`` ``(2, h, w)`` their
-    motion, ``forward`` ``(≥ n_out, 2, h, w)`` its displacements, ``inputs`` the fields advected to
-    the analysis time, ``analysis`` ``(n_out, h, w)`` mm/h the network's forecast there.
+    ``velocity`` ``(2, h, w)`` is the motion of the inputs on the model's grid, ``forward``
+    ``(≥ n_out, 2, h, w)`` its displacements, ``inputs`` ``(T, h, w)`` the inputs advected to the
+    analysis time, ``analysis`` ``(n_out, h, w)`` mm/h the network's forecast there, ``match`` the
+    CDF matching towards the last input.
     """
 
     forecaster: Forecaster
     shape: tuple[int, int]
     no_data: np.ndarray
-    fields: np.ndarray
     velocity: np.ndarray
     forward: np.ndarray
     inputs: np.ndarray
@@ -407,7 +406,6 @@ class _LagrangianRun:
             forecaster=forecaster,
             shape=rates.shape[-2:],
             no_data=~np.isfinite(rates[-1]),  # (H, W) on the input grid
-            fields=fields,
             velocity=velocity,
             forward=forward,
             inputs=inputs,
