@@ -75,7 +75,9 @@ def designs(checkpoint: Path, radar: Path, every: int) -> dict[str, dict]:
     forecaster = Forecaster.from_checkpoint(checkpoint)
     ds = open_radar(radar, skip_bad=True)
     spec, sequences = window_spec(ds, 60.0, None, forecaster.t_in)
-    spacing = float(np.mean(grid_spacing_km(ds)))
+    spacing_km = grid_spacing_km(ds)
+    spacing = float(np.mean(spacing_km))
+    lead = spec.step_minutes * np.arange(1, spec.n_out + 1)
     scorers = {d: ProbabilisticScorer(THRESHOLDS, spec.n_out) for d in DESIGNS}
     seconds = {m: 0.0 for m, _ in DESIGNS}
     windows = 0
@@ -84,11 +86,10 @@ def designs(checkpoint: Path, radar: Path, every: int) -> dict[str, dict]:
         for members in sorted({m for m, _ in DESIGNS}):
             start = time.perf_counter()
             out, sources[members] = forecaster.forecast_for_probabilities(
-                inputs, spec.n_out, spec.step_minutes, grid_spacing_km(ds), members=members
+                inputs, spec.n_out, spec.step_minutes, spacing_km, members=members
             )
             seconds[members] += time.perf_counter() - start
         valid = common_mask(observed, [out])
-        lead = spec.step_minutes * np.arange(1, spec.n_out + 1)
         for (members, growth), scorer in scorers.items():
             scorer.update(exceedance(sources[members], THRESHOLDS, lead, spacing, growth), observed, valid)
         windows += 1
