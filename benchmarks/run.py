@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/run.py [--quick] [--compile] [--json OUT.json] [--device auto|cpu|cuda]
+                             [--batch N] [--graphs] [--skip-predict]
 
 Measures (1) training throughput of the paper's Moving-MNIST net and the default radar model,
 (2) the same for a reference written here in the common style (concatenate [x, h], one fp32
@@ -12,6 +13,8 @@ and our achieved GFLOP/s as a fraction of it, (4) the latency of a 10-frame fore
 512×512 radar frame with the shipped model, and peak memory. With no ``--quick`` it also trains
 a small model in fp32 and in bf16 from the same seed and compares the validation losses. With
 ``--compile`` it also times our bf16 model under ``torch.compile`` and reports the compile time.
+With ``--graphs`` on a GPU it also times our step and the reference's replayed as CUDA graphs
+(:mod:`nowcast.graphs`, what ``trainer.cuda_graphs`` does) against the eager fp32 reference.
 
 Ours runs both unrolls (``split``: input convolution batched over time, ``fused``: one convolution
 over ``cat([x, h])`` per step); ``ours_fp32`` is the one ``trainer.unroll=auto`` picks on this
@@ -32,7 +35,7 @@ import resource
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +43,7 @@ from torch import nn
 
 from nowcast import __version__
 from nowcast.forecast import Forecaster
+from nowcast.graphs import GraphedStep, make_capturable
 from nowcast.models import EncoderForecaster, ModelConfig
 from nowcast.precision import autocast, cpu_capability, resolve_precision
 from nowcast.unroll import choose_unroll
@@ -181,8 +185,14 @@ def chosen_unroll(case: Case, device, precision: str, channels_last: bool) -> st
     return choose_unroll(model, frames, case.t_out, step, precision)[0]
 
 
-def training_stepper(model, case: Case, device, precision: str, channels_last: bool, compiled: bool = False):
-    """One training step (forward + backward + Adam) as a function, and the forward FLOPs per batch."""
+def training_stepper(
+    model, case: Case, device, precision: str, channels_last: bool, compiled: bool = False, graphed: bool = False
+):
+    """One training step (forward + backward + Adam) as a function, and the forward FLOPs per batch.
+
+    ``graphed``: the step is replayed as a CUDA graph after three eager steps, as
+    ``trainer.cuda_graphs`` does (:class:`nowcast.graphs.GraphedStep`).
+    """
     torch.manual_seed(0)
     frames = torch.rand(case.batch, case.t_in + case.t_out, 1, case.size, case.size, device=device)
     step = torch.full((case.batch,), 10.0, device=device)
@@ -191,17 +201,28 @@ def training_stepper(model, case: Case, device, precision: str, channels_last: b
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     net = torch.compile(model) if compiled else model
 
-    def forward(net=net):
-        with autocast(device, precision):
+    def forward(net=net, cache=True):
+        with autocast(device, precision, cache):
             return net(frames[:, : case.t_in], case.t_out, step).float()
 
     flops = count_forward_flops(model, lambda: forward(model))
 
-    def one_step():
-        loss = F.mse_loss(forward(), frames[:, case.t_in :])
-        opt.zero_grad(set_to_none=True)
+    def loss_step():
+        loss = F.mse_loss(forward(cache=not graphed), frames[:, case.t_in :])
         loss.backward()
         opt.step()
+        return loss.detach()
+
+    if graphed:
+        make_capturable(opt)
+        stepper = GraphedStep(loss_step, opt)
+        while not stepper.captured:  # warm-up steps and the capture, before any timing
+            stepper()
+        return stepper, flops
+
+    def one_step():
+        opt.zero_grad(set_to_none=True)
+        loss_step()
 
     return one_step, flops
 
@@ -312,6 +333,11 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (minutes of compiling)")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--batch", type=int, default=None, help="batch size of every case (default: 8)")
+    parser.add_argument(
+        "--graphs", action="store_true", help="on a GPU, also time our step and the reference's as CUDA graphs"
+    )
+    parser.add_argument("--skip-predict", action="store_true", help="do not time the shipped model's forecast")
     args = parser.parse_args(argv)
     device = torch.device(
         "cuda"
@@ -332,7 +358,11 @@ def main(argv=None) -> int:
     results["auto_precision"] = {"precision": choice.name, "reason": choice.reason}
     print(f"hardware: {choice.reason}", flush=True)
     cl = device.type == "cpu"
+    graphs = args.graphs and device.type == "cuda"
+    results["batch"] = args.batch or CASES[0].batch
     for case in CASES:
+        if args.batch:
+            case = replace(case, batch=args.batch)
         steppers, flops = {}, {}
         steppers["reference_fp32"], flops["reference"] = training_stepper(
             ReferenceModel(case.config).to(device), case, device, "32", channels_last=False
@@ -350,6 +380,18 @@ def main(argv=None) -> int:
             )
             steppers["ours_bf16"], _ = training_stepper(
                 with_unroll(EncoderForecaster(case.config).to(device), unroll), case, device, "bf16", channels_last=cl
+            )
+        if graphs:
+            steppers["reference_graphed_fp32"], _ = training_stepper(
+                ReferenceModel(case.config).to(device), case, device, "32", channels_last=False, graphed=True
+            )
+            steppers[f"ours_graphed_{choice.name}"], _ = training_stepper(
+                with_unroll(EncoderForecaster(case.config).to(device), unroll),
+                case,
+                device,
+                choice.name,
+                channels_last=cl or choice.name == "bf16",
+                graphed=True,
             )
         sps = alternating(steppers, case, device, rounds=steps, block=1 if args.quick else 2)
         sps["ours_split_fp32"] = sps["ours_fp32"]
@@ -374,6 +416,11 @@ def main(argv=None) -> int:
         )
         if choice.name == "bf16":
             row["like_for_like_bf16"] = sps["ours_bf16"] / sps["reference_bf16"]
+        if graphs:
+            graphed = sps[f"ours_graphed_{choice.name}"]
+            row["graphed_vs_reference_fp32"] = graphed / ref_sps
+            row["graphed_vs_graphed_reference_fp32"] = graphed / sps["reference_graphed_fp32"]
+            row["graphed_fraction_of_peak"] = 3.0 * flops["ours"] * graphed / case.batch / 1e9 / peak
         results["cases"][case.name] = row
         print(
             f"{case.name}: unroll {unroll} (split {sps['ours_split_fp32']:.2f}, fused {sps['ours_fused_fp32']:.2f}); "
@@ -383,6 +430,13 @@ def main(argv=None) -> int:
             f"{achieved:.0f} GFLOP/s = {row['fraction_of_peak']:.0%} of the {choice.name} conv peak ({peak:.0f})",
             flush=True,
         )
+        if graphs:
+            print(
+                f"  CUDA graphs: ours at {choice.name} {graphed:.2f} samples/s, x{row['graphed_vs_reference_fp32']:.2f} "
+                f"the eager fp32 reference, x{row['graphed_vs_graphed_reference_fp32']:.2f} the graphed fp32 "
+                f"reference ({sps['reference_graphed_fp32']:.2f}); {row['graphed_fraction_of_peak']:.0%} of peak",
+                flush=True,
+            )
         if args.compile:
             compiled = time_compiled(case, device, steps)
             row.update(compiled)
@@ -395,8 +449,9 @@ def main(argv=None) -> int:
     paper = results["cases"][CASES[0].name]
     results["train_speedup_vs_reference"] = paper["best_precision_vs_reference_fp32"]
     results["train_fraction_of_peak"] = paper["fraction_of_peak"]
-    results["predict_512_seconds"] = predict_latency(str(device), 3 if args.quick else 5)
-    print(f"predict 512x512, 10 frames: {results['predict_512_seconds']:.3f} s", flush=True)
+    if not args.skip_predict:
+        results["predict_512_seconds"] = predict_latency(str(device), 3 if args.quick else 5)
+        print(f"predict 512x512, 10 frames: {results['predict_512_seconds']:.3f} s", flush=True)
     if not args.quick:
         results["precision_check"] = precision_check(device, 150)
         print(f"precision check: {results['precision_check']}", flush=True)

@@ -116,6 +116,7 @@ class TrainerConfig:
     log_every: int = 10
     checkpoint_steps: bool = False  # gradient checkpointing over time steps
     compile: bool = False  # torch.compile the model when available
+    cuda_graphs: bool = True  # on a GPU, replay each optimiser step as one CUDA graph (one process, fixed shapes)
     unroll: str = "auto"  # auto (time both on the first batch) | split | fused
     deterministic: bool = True
     gif_samples: int = 2

@@ -70,9 +70,13 @@ def run_model(
     n_out: int,
     step_minutes: torch.Tensor | None = None,
     precision: str = "32",
+    autocast_cache: bool = True,
 ) -> torch.Tensor:
-    """Forecast in model space: ``(B, T_in, C, H, W) -> (B, n_out, C, H, W)`` float32."""
-    with autocast(frames.device, precision):
+    """Forecast in model space: ``(B, T_in, C, H, W) -> (B, n_out, C, H, W)`` float32.
+
+    ``autocast_cache=False`` for a forward pass recorded in a CUDA graph (see :mod:`nowcast.graphs`).
+    """
+    with autocast(frames.device, precision, autocast_cache):
         out = model(frames, n_out, step_minutes)
     return out.float()
 

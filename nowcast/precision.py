@@ -81,11 +81,14 @@ def resolve_precision(requested: str, device: torch.device) -> PrecisionChoice:
     return PrecisionChoice(requested, f"{hardware}: {'fp32' if requested == '32' else 'bf16'} as requested")
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast for ``precision='bf16'``, a no-op for ``'32'`` (resolve ``auto`` first)."""
+def autocast(device: torch.device, precision: str, cache: bool = True) -> contextlib.AbstractContextManager:
+    """bf16 autocast for ``precision='bf16'``, a no-op for ``'32'`` (resolve ``auto`` first).
+
+    ``cache=False`` turns off autocast's cache of cast weights, as CUDA graph capture requires.
+    """
     precision = str(precision)
     if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache)
     if precision == "32":
         return contextlib.nullcontext()
     raise ValueError(f"unknown precision {precision!r}; choose 32 or bf16 (resolve auto first)")

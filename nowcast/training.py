@@ -7,6 +7,7 @@ The Hydra entry point lives in :mod:`nowcast.train`.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import math
@@ -38,6 +39,7 @@ from nowcast.checkpoint import (
 )
 from nowcast.data import DataBundle, build_data
 from nowcast.forecast import resolve_device, run_model
+from nowcast.graphs import GraphedStep, make_capturable, set_learning_rate
 from nowcast.metrics import HKO7_EDGES_MM_H, HKO7_WEIGHTS
 from nowcast.models import EncoderForecaster, ModelConfig, count_parameters
 from nowcast.precision import resolve_precision
@@ -168,8 +170,14 @@ def loss_weights(name: str, target: torch.Tensor, bundle: DataBundle) -> torch.T
     if name != "bmse":
         return None
     rate = bundle.transform.decode(target)
-    edges = torch.tensor(HKO7_EDGES_MM_H, device=target.device)
-    return torch.tensor(HKO7_WEIGHTS, device=target.device)[torch.bucketize(rate, edges, right=True)]
+    edges, weights = _hko7_tables(target.device)
+    return weights[torch.bucketize(rate, edges, right=True)]
+
+
+@functools.cache
+def _hko7_tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """HKO-7 rain-rate edges (mm/h) and weights on ``device``, made once (no copy inside a CUDA graph)."""
+    return torch.tensor(HKO7_EDGES_MM_H, device=device), torch.tensor(HKO7_WEIGHTS, device=device)
 
 
 def split_batch(batch: dict[str, torch.Tensor], t_in: int, device: torch.device) -> tuple:
@@ -243,6 +251,25 @@ class Trainer:
         if self.dist.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+        self.graphed: GraphedStep | None = None
+        if self._uses_cuda_graphs():
+            make_capturable(self.optimizer)
+            self.graphed = GraphedStep(self._optimise, self.optimizer)
+
+    def _uses_cuda_graphs(self) -> bool:
+        """``trainer.cuda_graphs`` on a GPU, in one process, without compile or gradient checkpointing."""
+        if not self.tcfg.cuda_graphs or self.device.type != "cuda":
+            return False
+        others = {
+            "trainer.compile": self.tcfg.compile,
+            "torchrun": self.dist.world_size > 1,
+            "trainer.checkpoint_steps": self.tcfg.checkpoint_steps,
+        }
+        clash = [name for name, on in others.items() if on]
+        if clash:
+            log.info("CUDA graphs off: they do not combine with %s here", ", ".join(clash))
+            return False
+        return True
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         name = self.tcfg.optimizer
@@ -296,21 +323,38 @@ class Trainer:
         x, y, valid, step = split_batch(batch, self.bundle.t_in, self.device)
         if self.device.type == "cpu":
             x = x.contiguous()
+        set_learning_rate(
+            self.optimizer, learning_rate(self.tcfg.lr, self.tcfg.lr_schedule, self.state.step, self.total_steps)
+        )
+        if self.graphed is not None:  # the step is already taken when the loss is read
+            return self._finite(float(self.graphed(x, y, valid, step)))
         self.optimizer.zero_grad(set_to_none=True)
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.tcfg.lr, self.tcfg.lr_schedule, self.state.step, self.total_steps)
         pred = run_model(self.net, x, self.bundle.t_out, step, self.precision.name)
         loss = training_loss(self.tcfg.loss, pred, y, valid, self.bundle, self.tcfg)
-        loss_value = float(loss.detach())
+        loss_value = self._finite(float(loss.detach()))
+        self._backward_and_step(loss)
+        return loss_value
+
+    def _optimise(self, x, y, valid, step) -> torch.Tensor:
+        """Forward, loss, backward and optimiser step with no host synchronisation (what a CUDA graph records)."""
+        pred = run_model(self.net, x, self.bundle.t_out, step, self.precision.name, autocast_cache=False)
+        loss = training_loss(self.tcfg.loss, pred, y, valid, self.bundle, self.tcfg)
+        self._backward_and_step(loss)
+        return loss.detach()
+
+    def _backward_and_step(self, loss: torch.Tensor) -> None:
+        loss.backward()
+        if self.tcfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip)
+        self.optimizer.step()
+
+    def _finite(self, loss_value: float) -> float:
+        """``loss_value``, or a :class:`TrainingError` when it is not finite."""
         if not math.isfinite(loss_value):
             raise TrainingError(
                 f"loss became {loss_value} at step {self.state.step + 1}; stopped, last good checkpoint "
                 f"kept in {self.ckpt_dir} (try a lower trainer.lr or trainer.precision=32)"
             )
-        loss.backward()
-        if self.tcfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip)
-        self.optimizer.step()
         return loss_value
 
     def _choose_unroll(self) -> str:
