@@ -108,6 +108,7 @@ def test_trainer_replays_a_graph_and_resumes_exactly(compose_config, tmp_path):
         cfg = compose_config(
             *TINY_TRAIN, "trainer.device=cuda", f"trainer.max_steps={steps}", "trainer.val_every=5", *extra
         )
+        (tmp_path / name).mkdir()
         trainer = Trainer(cfg, tmp_path / name)
         trainer.fit()
         assert trainer.graphed is not None and trainer.graphed.captured
