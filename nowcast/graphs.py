@@ -35,7 +35,7 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, value: float) -> None:
 def make_capturable(optimizer: torch.optim.Optimizer) -> None:
     """Turn an Adam-style optimiser (fresh or just resumed) into one a CUDA graph can capture.
 
-    Sets ``capturable=True``, makes each group's learning rate a tensor on the parameters' device,
+    Sets ``capturable=True``, makes each group's learning rate a float32 tensor on the parameters' device,
     and moves the per-parameter ``step`` counters there (a resumed checkpoint may hold them on the
     CPU or come from a run without graphs).
     """
@@ -44,8 +44,8 @@ def make_capturable(optimizer: torch.optim.Optimizer) -> None:
         if "capturable" not in group:
             raise ValueError(f"{type(optimizer).__name__} cannot be captured in a CUDA graph; use adam")
         group["capturable"] = True
-        if not isinstance(group["lr"], torch.Tensor):
-            group["lr"] = torch.tensor(float(group["lr"]), device=device)
+        # a resumed rate is a tensor on the CPU (checkpoints load there); a graph needs it on the GPU
+        group["lr"] = torch.as_tensor(group["lr"], dtype=torch.float32).to(device)
         for param in group["params"]:
             state = optimizer.state.get(param, {})
             if "step" in state:
