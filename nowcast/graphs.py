@@ -108,7 +108,9 @@ class GraphedStep:
         torch.cuda.synchronize()
         self.optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: the DataLoader's pin-memory thread may allocate pinned memory meanwhile,
+        # which the default "global" mode counts as an error of this capture
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             self.static_loss = self.step(*self.static_inputs)
         self.graph = graph
 
