@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -271,7 +271,7 @@ class Forecaster:
         step_minutes: float | None,
         spacing_km: tuple[float, float] = (1.0, 1.0),
         members: int = 1,
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray | PerturbedMembers]:
         """The forecast ``(n_out, H, W)`` of :meth:`forecast` and the fields its probabilities come from.
 
         One window ``(T, H, W)`` mm/h in. The second item is ``(M, n_out, H, W)``: for a Lagrangian
@@ -279,8 +279,8 @@ class Forecaster:
         neighbourhood of :mod:`nowcast.probability` smooths it once instead of twice; chosen on the
         validation radar, see ``benchmarks/results/probabilistic``), or with ``members`` > 1 that
         forecast advected along ``members`` motions perturbed as STEPS perturbs its members'
-        (:class:`nowcast.motion.MotionPerturbation`; one network pass for all); otherwise the
-        forecast itself.
+        (:class:`PerturbedMembers`, made one at a time when read; one network pass for all);
+        otherwise the forecast itself.
         """
         if not self.lagrangian:
             out = self.forecast(rates, n_out, step_minutes, spacing_km)
@@ -325,7 +325,7 @@ class Forecaster:
         spacing_km: tuple[float, float],
         unsmoothed: bool = False,
         members: int = 1,
-    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray | PerturbedMembers]:
         """One window ``(T, H, W)`` mm/h → ``(n_out, H, W)``: resample, advect, correct, advect back.
 
         With ``unsmoothed`` also the fields the probabilities come from, from the same network pass:
@@ -353,11 +353,44 @@ class Forecaster:
             return out, run.place(plain, run.forward)[None]
         if step_minutes is None:
             raise ValueError("a motion-perturbed ensemble needs the input's time step in minutes")
-        ensemble = []  # the unsmoothed forecast along each member's perturbed motion
-        for seed in range(members):
-            perturbation = MotionPerturbation(float(step_minutes), self.grid_km, seed)
-            ensemble.append(run.place(plain, run.displacements(perturbation)))
-        return out, np.stack(ensemble)
+        return out, PerturbedMembers(run, plain, members, float(step_minutes))
+
+
+class PerturbedMembers:
+    """The unsmoothed forecast along ``count`` perturbed motions, ``(M, n_out, H, W)`` mm/h, made lazily.
+
+    Member ``k`` is the network's forecast in the moving frame advected along the motion perturbed
+    by :class:`~nowcast.motion.MotionPerturbation` with seed ``k``. Iterating makes one member at a
+    time, so :func:`nowcast.probability.exceedance` counts them without holding them all (20 members
+    of a 765 × 700 radar, 12 leads, are 0.5 GB); ``np.asarray`` stacks them all.
+    """
+
+    def __init__(self, run: _LagrangianRun, plain: np.ndarray, count: int, step_minutes: float) -> None:
+        self.run = run
+        self.plain = plain  # (n_out, h, w) the network's unsmoothed, prepared forecast on its own grid
+        self.count = count
+        self.step_minutes = step_minutes
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for seed in range(self.count):
+            yield self.member(seed)
+
+    def member(self, seed: int) -> np.ndarray:
+        """Member ``seed``, ``(n_out, H, W)`` mm/h on the input grid."""
+        perturbation = MotionPerturbation(self.step_minutes, self.run.forecaster.grid_km, seed)
+        return self.run.place(self.plain, self.run.displacements(perturbation))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(M, n_out, H, W)``."""
+        return (self.count, self.plain.shape[0], *self.run.shape)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        stacked = np.stack(list(self))
+        return stacked if dtype is None else stacked.astype(dtype)
 
 
 @dataclass

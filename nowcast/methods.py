@@ -152,7 +152,7 @@ def model_method(forecaster, members: int = MODEL_MEMBERS) -> Method:
             window.rates, window.n_out, window.step_minutes, window.spacing_km, members=members
         )
         window.probability_fields["model"] = for_probabilities
-        if for_probabilities.shape[0] > 1:
+        if len(for_probabilities) > 1:
             window.probability_growth["model"] = MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE
         return out[None]
 

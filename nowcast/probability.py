@@ -37,7 +37,7 @@ def neighbourhood_radius_px(lead_minutes: float, spacing_km: float, km_per_minut
 
 
 def exceedance(
-    members: np.ndarray,
+    members: np.ndarray | Sequence[np.ndarray],
     thresholds: Sequence[float],
     lead_minutes: Sequence[float],
     spacing_km: float = 1.0,
@@ -48,16 +48,29 @@ def exceedance(
     The mean over members of each member's neighbourhood fraction (see the module docstring), the
     neighbourhood growing by ``km_per_minute``: by default :data:`NEIGHBOURHOOD_KM_PER_MINUTE` for a
     single forecast and 0 (plain member fractions) for an ensemble. NaN where the forecast has no data.
+
+    ``members`` may be any sized iterable of ``(T, H, W)`` members, such as
+    :class:`nowcast.forecast.PerturbedMembers`, which makes each member only when it is read: the
+    members are counted one at a time, so only the counts ``(U, T, H, W)`` are held, never all members.
     """
-    members = np.asarray(members, dtype=np.float32)
+    count = len(members)
     if km_per_minute is None:
-        km_per_minute = NEIGHBOURHOOD_KM_PER_MINUTE if members.shape[0] == 1 else 0.0
-    no_data = ~np.isfinite(members).all(axis=0)  # (T, H, W)
-    out = np.empty((len(thresholds), *members.shape[1:]), dtype=np.float32)
-    for k, threshold in enumerate(thresholds):
+        km_per_minute = NEIGHBOURHOOD_KM_PER_MINUTE if count == 1 else 0.0
+    exceeding, no_data = None, None  # members at or above each threshold (U, T, H, W); (T, H, W)
+    for member in members:
+        member = np.asarray(member, dtype=np.float32)
+        if exceeding is None:
+            exceeding = np.zeros((len(thresholds), *member.shape), dtype=np.uint16)
+            no_data = np.zeros(member.shape, dtype=bool)
+        no_data |= ~np.isfinite(member)
+        filled = np.nan_to_num(member, nan=0.0)
+        for k, threshold in enumerate(thresholds):
+            exceeding[k] += filled >= threshold
+    out = np.empty(exceeding.shape, dtype=np.float32)
+    for k in range(len(thresholds)):
         for t, lead in enumerate(lead_minutes):
             # the neighbourhood mean is linear and its mask is every member's: filter the member fraction once
-            fraction = (np.nan_to_num(members[:, t], nan=0.0) >= threshold).mean(axis=0, dtype=np.float32)
+            fraction = exceeding[k, t].astype(np.float32) / np.float32(count)
             radius = neighbourhood_radius_px(lead, spacing_km, km_per_minute)
             out[k, t] = neighbourhood_fraction(fraction, ~no_data[t], radius)
     out[:, no_data] = np.nan

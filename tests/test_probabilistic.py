@@ -215,3 +215,32 @@ def test_ensemble_neighbourhood_is_the_mean_of_each_members():
         each = [neighbourhood_fraction(m[t] >= 1.0, np.isfinite(m[t]), radius) for m in members]
         np.testing.assert_allclose(p[0, t, 3:], np.mean(each, axis=0)[3:], atol=1e-6)
     assert np.isnan(p[:, :, :3]).all()
+
+
+class _Lazy:
+    """Members made only when iterated, as :class:`nowcast.forecast.PerturbedMembers` makes them."""
+
+    def __init__(self, members):
+        self.members, self.reads = members, 0
+
+    def __len__(self):
+        return len(self.members)
+
+    def __iter__(self):
+        for member in self.members:
+            self.reads += 1
+            yield member.copy()
+
+
+def test_exceedance_of_members_read_one_at_a_time_equals_the_stacked_ensemble():
+    rng = np.random.default_rng(3)
+    members = rng.gamma(0.5, 4.0, (7, 3, 20, 24)).astype(np.float32)
+    members[2, 1, 5:9, 3:6] = np.nan  # one member without data somewhere: no data there for all
+    lazy = _Lazy(members)
+    for growth in (0.2, 0.0):
+        got = exceedance(lazy, [1.0, 5.0], [5.0, 10.0, 15.0], spacing_km=1.0, km_per_minute=growth)
+        want = exceedance(members, [1.0, 5.0], [5.0, 10.0, 15.0], spacing_km=1.0, km_per_minute=growth)
+        np.testing.assert_array_equal(got, want)
+    assert lazy.reads == 2 * 7 and np.isnan(got[:, 1, 5:9, 3:6]).all()
+    fraction = (np.nan_to_num(members[:, 0]) >= 5.0).mean(axis=0)  # no neighbourhood: the member fraction
+    np.testing.assert_allclose(got[1, 0][np.isfinite(got[1, 0])], fraction[np.isfinite(got[1, 0])], atol=1e-6)
