@@ -329,16 +329,19 @@ class Trainer:
         if self.graphed is not None:  # the step is already taken when the loss is read
             return self._finite(float(self.graphed(x, y, valid, step)))
         self.optimizer.zero_grad(set_to_none=True)
-        pred = run_model(self.net, x, self.bundle.t_out, step, self.precision.name)
-        loss = training_loss(self.tcfg.loss, pred, y, valid, self.bundle, self.tcfg)
+        loss = self._loss(x, y, valid, step)
         loss_value = self._finite(float(loss.detach()))
         self._backward_and_step(loss)
         return loss_value
 
+    def _loss(self, x, y, valid, step, autocast_cache: bool = True) -> torch.Tensor:
+        """The training loss of one batch (forward pass included)."""
+        pred = run_model(self.net, x, self.bundle.t_out, step, self.precision.name, autocast_cache)
+        return training_loss(self.tcfg.loss, pred, y, valid, self.bundle, self.tcfg)
+
     def _optimise(self, x, y, valid, step) -> torch.Tensor:
         """Forward, loss, backward and optimiser step with no host synchronisation (what a CUDA graph records)."""
-        pred = run_model(self.net, x, self.bundle.t_out, step, self.precision.name, autocast_cache=False)
-        loss = training_loss(self.tcfg.loss, pred, y, valid, self.bundle, self.tcfg)
+        loss = self._loss(x, y, valid, step, autocast_cache=False)
         self._backward_and_step(loss)
         return loss.detach()
 

@@ -274,12 +274,12 @@ class EncoderForecaster(nn.Module):
 
         ``inputs`` are the raw inputs ``(steps*B or B, C_in, h', w')``, not their projection.
         """
-        weight = cell.fused_weight()
-        if inputs.is_contiguous(memory_format=torch.channels_last) != weight.is_contiguous(
-            memory_format=torch.channels_last
-        ):  # once here, not in every step's forward and backward convolution (3 copies of W per step)
-            layout = torch.channels_last if inputs.is_contiguous(memory_format=torch.channels_last) else None
-            weight = weight.contiguous(memory_format=layout or torch.contiguous_format)
+        # the inputs' memory format, once here, not in every step's forward and backward convolution
+        # (3 copies of W per step); a no-op where the formats already agree
+        channels_last = inputs.is_contiguous(memory_format=torch.channels_last)
+        weight = cell.fused_weight().contiguous(
+            memory_format=torch.channels_last if channels_last else torch.contiguous_format
+        )
         per_step = inputs.split(batch)  # views, one per step (or one for a constant input)
         outputs = []
         for t in range(steps):
