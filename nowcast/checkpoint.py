@@ -179,3 +179,32 @@ def resume_training(
         state.best_val, state.stale_validations = math.inf, 0
     log.info("resumed from %s at step %d", path, state.step)
     return state
+
+
+def init_weights(model: torch.nn.Module, path: str | Path, transform: dict[str, Any]) -> None:
+    """Start ``model`` from the network weights of the checkpoint at ``path`` (``trainer.init_from``).
+
+    The checkpoint's model config must equal the model's but for ``probability_thresholds``; a
+    probability head the checkpoint lacks keeps its initialisation, one it has is loaded. Its data
+    transform must equal ``transform`` (the weights read model space). Optimiser and step start afresh.
+    """
+    payload = load_checkpoint(path)
+    saved = dict(payload["model_config"])
+    own = model.config.to_dict()
+    differ = [
+        f"{k}={saved.get(k)!r} in checkpoint, {v!r} here"
+        for k, v in own.items()
+        if k != "probability_thresholds" and saved.get(k) != v
+    ]
+    if differ:
+        raise CheckpointError(f"{path}: incompatible model config ({'; '.join(differ)})")
+    if payload.get("transform") != transform:
+        raise CheckpointError(f"{path}: data transform {payload.get('transform')} differs from this run's {transform}")
+    state = dict(payload["model"])
+    if saved.get("probability_thresholds", []) != own["probability_thresholds"]:
+        state = {k: v for k, v in state.items() if not k.startswith("probability_conv.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("probability_conv.")]
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not fit (missing {missing[:3]}; unexpected {unexpected[:3]})")
+    log.info("network weights from %s", path)

@@ -17,6 +17,8 @@ from nowcast.precision import PRECISIONS
 
 #: ``trainer.lr_schedule`` values, see :func:`nowcast.training.learning_rate`.
 LR_SCHEDULES = ("constant", "cosine")
+#: ``trainer.train_only`` values: which parameters the optimiser updates.
+TRAIN_ONLY = ("all", "probability_head")
 
 
 @dataclass
@@ -120,6 +122,9 @@ class TrainerConfig:
     unroll: str = "auto"  # auto (time both on the first batch) | split | fused
     deterministic: bool = True
     gif_samples: int = 2
+    probability_weight: float = 1.0  # weight of the probability head's cross-entropy (model.probability_thresholds)
+    init_from: Optional[str] = None  # start from this checkpoint's network weights (a probability head it lacks: fresh)
+    train_only: str = "all"  # all | probability_head (the rest frozen: fit probabilities to a trained model)
 
 
 @dataclass
@@ -148,6 +153,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.device": ("auto", "cpu", "cuda"),
     "trainer.precision": PRECISIONS,
     "trainer.unroll": ("auto", *UNROLLS),
+    "trainer.train_only": TRAIN_ONLY,
     "model.output_activation": tuple(OUTPUT_ACTIVATIONS),
     "model.head": HEADS,
 }
@@ -163,6 +169,7 @@ RANGES: tuple[tuple[str, float, float, bool], ...] = (
     ("trainer.early_stop_patience", 0, 1e9, True),
     ("trainer.num_workers", 0, 256, True),
     ("trainer.max_minutes", 0, 1e6, True),
+    ("trainer.probability_weight", 0, 1e6, True),
     ("model.kernel_size", 1, 31, True),
     ("model.patch_size", 1, 64, True),
     ("data.t_in", 1, 1000, True),
@@ -238,3 +245,19 @@ def check_config(cfg: Any) -> None:
         raise UserError(
             f"trainer.csi_weights {list(weights)} and trainer.csi_thresholds {list(thresholds)} differ in length"
         )
+    _check_probability_head(get)
+
+
+def _check_probability_head(get: Any) -> None:
+    """The probability head's keys (see :func:`check_config`); ``get`` reads a dotted key or None."""
+    import math
+
+    from nowcast.errors import UserError
+
+    levels = list(get("model.probability_thresholds") or [])
+    if any(not (math.isfinite(float(u)) and float(u) > 0) for u in levels) or len(set(levels)) != len(levels):
+        raise UserError(f"model.probability_thresholds={levels} must be distinct positive rain rates (mm/h)")
+    if levels and get("model.head") != "residual":
+        raise UserError("model.probability_thresholds need model.head=residual (a model of the Lagrangian kind)")
+    if get("trainer.train_only") == "probability_head" and not levels:
+        raise UserError("trainer.train_only=probability_head needs model.probability_thresholds, e.g. [1,5]")

@@ -21,6 +21,7 @@ from nowcast.models import EncoderForecaster, ModelConfig
 from nowcast.motion import MotionPerturbation
 from nowcast.parallel import map_frames
 from nowcast.precision import autocast, resolve_precision
+from nowcast.probability import HeadProbabilities
 from nowcast.transforms import Transform
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,9 @@ FADES = ("none", "cascade")
 #: Allowed sizes of the test-time ensemble over the square's symmetries (see :func:`symmetric_run`):
 #: 1 (none), 2 (a mirror), 4 (the ones that keep the frame's shape), 8 (all rotations and mirrors).
 SYMMETRIES = (1, 2, 4, 8)
+#: Where a model's exceedance probabilities come from: its probability head (one network pass,
+#: see :class:`~nowcast.models.ModelConfig`), or its forecast advected along perturbed motions.
+PROBABILITY_SOURCES = ("head", "members")
 #: Side in pixels of the corner of the input on which the faster unroll is timed.
 UNROLL_TIMING_SIZE = 128
 #: The dihedral group as (quarter turns, mirror) pairs, shape-keeping ones first.
@@ -71,12 +75,17 @@ def run_model(
     step_minutes: torch.Tensor | None = None,
     precision: str = "32",
     autocast_cache: bool = True,
-) -> torch.Tensor:
+    probabilities: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Forecast in model space: ``(B, T_in, C, H, W) -> (B, n_out, C, H, W)`` float32.
 
     ``autocast_cache=False`` for a forward pass recorded in a CUDA graph (see :mod:`nowcast.graphs`).
+    ``probabilities`` also returns the probability head's logits ``(B, n_out, U, H, W)`` float32.
     """
     with autocast(frames.device, precision, autocast_cache):
+        if probabilities:
+            out, logits = model(frames, n_out, step_minutes, probabilities=True)
+            return out.float(), logits.float()
         out = model(frames, n_out, step_minutes)
     return out.float()
 
@@ -137,6 +146,9 @@ class Forecaster:
     fade: str = "none"
     #: ``split`` or ``fused`` (see :mod:`nowcast.unroll`); ``auto`` times both on the first forecast.
     unroll: str = "auto"
+    #: Where probabilities come from (:data:`PROBABILITY_SOURCES`): ``head`` (the network's
+    #: probability head, when the checkpoint has one) or ``members`` (perturbed motions).
+    probability_source: str = "members"
 
     @classmethod
     def from_checkpoint(
@@ -148,6 +160,7 @@ class Forecaster:
         smoothing_km_per_minute: float | None = None,
         symmetries: int = 1,
         fade: str = "none",
+        probability_source: str | None = None,
     ) -> Forecaster:
         """Load a checkpoint (default: the shipped pretrained radar model).
 
@@ -160,7 +173,8 @@ class Forecaster:
         ``symmetries`` (one of :data:`SYMMETRIES`) averages a Lagrangian model's forecast over that
         many rotations and mirrors of its inputs, see :func:`symmetric_run`. ``fade`` (one of
         :data:`FADES`) fades a Lagrangian model's frames scale by scale with lead time, before the
-        smoothing.
+        smoothing. ``probability_source`` (one of :data:`PROBABILITY_SOURCES`; None: ``head`` when
+        the model has a probability head, else ``members``) says where probabilities come from.
         """
         path = Path(path) if path is not None else pretrained_checkpoint()
         payload = load_checkpoint(path)
@@ -188,6 +202,13 @@ class Forecaster:
             raise ValueError(f"symmetries must be one of {SYMMETRIES}, got {symmetries!r}")
         if smoothing_km_per_minute is None:
             smoothing_km_per_minute = SMOOTHING_KM_PER_MINUTE if frame == "lagrangian" else 0.0
+        has_head = model.probability_conv is not None
+        if probability_source is None:
+            probability_source = "head" if has_head else "members"
+        if probability_source not in PROBABILITY_SOURCES:
+            raise ValueError(f"probability_source must be one of {PROBABILITY_SOURCES}, got {probability_source!r}")
+        if probability_source == "head" and not (has_head and frame == "lagrangian"):
+            raise CheckpointError(f"{path}: this model has no probability head; use probability_source='members'")
         if not (np.isfinite(smoothing_km_per_minute) and smoothing_km_per_minute >= 0):
             raise ValueError(f"smoothing_km_per_minute must be a number ≥ 0, got {smoothing_km_per_minute!r}")
         return cls(
@@ -206,6 +227,7 @@ class Forecaster:
             smoothing_km_per_minute=float(smoothing_km_per_minute),
             symmetries=int(symmetries),
             fade=fade,
+            probability_source=probability_source,
         )
 
     @property
@@ -271,10 +293,12 @@ class Forecaster:
         step_minutes: float | None,
         spacing_km: tuple[float, float] = (1.0, 1.0),
         members: int = 1,
-    ) -> tuple[np.ndarray, np.ndarray | PerturbedMembers]:
+    ) -> tuple[np.ndarray, np.ndarray | PerturbedMembers | HeadProbabilities]:
         """The forecast ``(n_out, H, W)`` of :meth:`forecast` and the fields its probabilities come from.
 
-        One window ``(T, H, W)`` mm/h in. The second item is ``(M, n_out, H, W)``: for a Lagrangian
+        One window ``(T, H, W)`` mm/h in. With ``probability_source`` ``head``, the second item is
+        the probability head's :class:`~nowcast.probability.HeadProbabilities` from the same network
+        pass. Otherwise it is ``(M, n_out, H, W)``: for a Lagrangian
         model with lead-time smoothing, the same forecast without the smoothing (M = 1; the
         neighbourhood of :mod:`nowcast.probability` smooths it once instead of twice; chosen on the
         validation radar, see ``benchmarks/results/probabilistic``), or with ``members`` > 1 that
@@ -289,8 +313,13 @@ class Forecaster:
             rates[-self.t_in :], n_out, step_minutes, spacing_km, unsmoothed=True, members=members
         )
 
-    def _run(self, frames: torch.Tensor, n_out: int, step_minutes: float | None) -> np.ndarray:
-        """Model-space ``(B, T, 1, H, W)`` in, decoded rain rate ``(B, n_out, H, W)`` mm/h out."""
+    def _run(
+        self, frames: torch.Tensor, n_out: int, step_minutes: float | None, probabilities: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Model-space ``(B, T, 1, H, W)`` in, decoded rain rate ``(B, n_out, H, W)`` mm/h out.
+
+        ``probabilities`` also returns the probability head's ``P(R ≥ u)``, ``(B, n_out, U, H, W)``.
+        """
         step = None
         if self.needs_step:
             if step_minutes is None:
@@ -299,6 +328,10 @@ class Forecaster:
         if self.unroll == "auto":
             self.unroll = self._choose_unroll(frames, n_out, step)
         self.model.unroll = self.unroll
+        if probabilities:
+            y, logits = run_model(self.model, frames, n_out, step, self.precision, probabilities=True)
+            rates = self.transform.decode(y[:, :, 0].cpu().numpy()).astype(np.float32)
+            return rates, torch.sigmoid(logits).cpu().numpy()
         y = run_model(self.model, frames, n_out, step, self.precision)[:, :, 0]
         return self.transform.decode(y.cpu().numpy()).astype(np.float32)
 
@@ -332,7 +365,8 @@ class Forecaster:
         ``(smoothed, (M, n_out, H, W))``, the forecast without the lead-time smoothing (M = 1) or,
         with ``members`` > 1, that forecast advected along ``members`` perturbed motions.
         """
-        run = _LagrangianRun.start(self, rates, n_out, step_minutes, spacing_km)
+        head = unsmoothed and self.probability_source == "head"
+        run = _LagrangianRun.start(self, rates, n_out, step_minutes, spacing_km, head)
         faded = run.analysis
         if self.fade == "cascade":
             from nowcast.cascade import cascade_fade
@@ -346,6 +380,8 @@ class Forecaster:
         out = run.place(run.prepare(faded, sigmas), run.forward)
         if not unsmoothed:
             return out
+        if head:
+            return out, run.head_probabilities()
         if members < 2 and faded is run.analysis and not sigmas.any():
             return out, out[None]
         plain = run.prepare(run.analysis, np.zeros(n_out))
@@ -412,6 +448,7 @@ class _LagrangianRun:
     analysis: np.ndarray
     round_trip: tuple[np.ndarray, np.ndarray] | None
     match: Callable[[np.ndarray], np.ndarray]
+    probabilities: np.ndarray | None = None  # (n_out, U, h, w) the probability head's, moving frame
 
     @classmethod
     def start(
@@ -421,8 +458,12 @@ class _LagrangianRun:
         n_out: int,
         step_minutes: float | None,
         spacing_km: tuple[float, float],
+        head: bool = False,
     ) -> _LagrangianRun:
-        """Resample ``rates`` ``(T, H, W)`` mm/h, estimate motion, advect the inputs, run the network."""
+        """Resample ``rates`` ``(T, H, W)`` mm/h, estimate motion, advect the inputs, run the network.
+
+        ``head`` also keeps the probability head's output (one pass, without the test-time symmetries).
+        """
         from nowcast import lagrangian, regrid
         from nowcast.baselines import motion_field
 
@@ -433,9 +474,14 @@ class _LagrangianRun:
         inputs = lagrangian.inputs_to_lagrangian(fields, forward)
         x = forecaster.transform.encode(np.nan_to_num(inputs, nan=0.0).astype(np.float32))
         frames = torch.from_numpy(x)[None, :, None].to(forecaster.device)  # (1, T, 1, h, w)
-        analysis = symmetric_run(  # (n_out, h, w) in the analysis frame
-            lambda f: forecaster._run(f, n_out, step_minutes), frames, forecaster.symmetries
-        )[0]
+        probabilities = None
+        if head:
+            analysis, probabilities = forecaster._run(frames, n_out, step_minutes, probabilities=True)
+            analysis, probabilities = analysis[0], probabilities[0]
+        else:
+            analysis = symmetric_run(  # (n_out, h, w) in the analysis frame
+                lambda f: forecaster._run(f, n_out, step_minutes), frames, forecaster.symmetries
+            )[0]
         round_trip = None  # quantile map undoing the trip to the model's grid and back, built once
         if forecaster.probability_matching == "cdf" and fields.shape[-2:] != rates.shape[-2:]:
             round_trip = round_trip_quantiles(rates[-1], regrid.resample(fields[-1], rates.shape[-2:]))
@@ -449,7 +495,26 @@ class _LagrangianRun:
             analysis=analysis,
             round_trip=round_trip,
             match=distribution_matcher(fields[-1]),
+            probabilities=probabilities,
         )
+
+    def head_probabilities(self) -> HeadProbabilities:
+        """The probability head's ``P(R ≥ u)`` advected to each lead time on the input grid.
+
+        Each lead's probabilities move along the same displacements as the forecast; what comes
+        from outside the domain is 0, as the forecast's rain is; NaN where the last frame has no data.
+        """
+        from nowcast import lagrangian, regrid
+
+        def one_lead(j: int) -> np.ndarray:
+            moved = np.stack([lagrangian.warp(p, self.forward[j]) for p in self.probabilities[j]])  # (U, h, w)
+            out = regrid.resample(np.nan_to_num(moved, nan=0.0), self.shape)
+            out[:, self.no_data] = np.nan
+            return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+        values = np.stack(map_frames(one_lead, len(self.probabilities)), axis=1)  # (U, n_out, H, W)
+        thresholds = tuple(self.forecaster.model.config.probability_thresholds)
+        return HeadProbabilities(thresholds, values)
 
     def displacements(self, perturbation: MotionPerturbation) -> np.ndarray:
         """Forward displacements ``(n_out, 2, h, w)`` along the motion with one member's perturbation."""

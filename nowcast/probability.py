@@ -14,9 +14,12 @@ Pixels without data (NaN in the forecast) stay NaN and do not count in a neighbo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+
+from nowcast.errors import UserError
 
 #: Neighbourhood half-width growth, km per minute of lead time: 30 km at +60 min. Chosen by mean
 #: Brier skill at 1 and 5 mm/h on the validation radar (RMI) among 0, 0.1, 0.2, 0.3, 0.5 and 0.8
@@ -29,6 +32,31 @@ NEIGHBOURHOOD_KM_PER_MINUTE = 0.5
 #: (``benchmarks/results/probabilistic/designs.md``).
 MODEL_MEMBERS = 20
 MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE = 0.3
+
+
+@dataclass
+class HeadProbabilities:
+    """Exceedance probabilities a network gives itself, from its probability head.
+
+    ``thresholds`` (mm/h) are the ones the head was trained for; ``values`` ``(U, T, H, W)`` in
+    [0, 1], NaN without data. :func:`exceedance` takes them as they are for any of ``thresholds``.
+    """
+
+    thresholds: tuple[float, ...]
+    values: np.ndarray
+
+    def __len__(self) -> int:  # one forecast: the single-forecast neighbourhood default does not apply
+        return 1
+
+    def select(self, thresholds: Sequence[float]) -> np.ndarray:
+        """``(len(thresholds), T, H, W)``; a threshold the head was not trained for is a one-line error."""
+        index = {float(u): k for k, u in enumerate(self.thresholds)}
+        missing = [u for u in thresholds if float(u) not in index]
+        if missing:
+            known = ", ".join(f"{u:g}" for u in self.thresholds)
+            asked = ", ".join(f"{u:g}" for u in missing)
+            raise UserError(f"the model's probability head gives P(R ≥ u) for u = {known} mm/h, not {asked}")
+        return self.values[[index[float(u)] for u in thresholds]]
 
 
 def neighbourhood_radius_px(lead_minutes: float, spacing_km: float, km_per_minute: float) -> int:
@@ -53,6 +81,11 @@ def exceedance(
     :class:`nowcast.forecast.PerturbedMembers`, which makes each member only when it is read: the
     members are counted one at a time, so only the counts ``(U, T, H, W)`` are held, never all members.
     """
+    if isinstance(members, HeadProbabilities):
+        chosen = members.select(thresholds)
+        if not km_per_minute:
+            return chosen
+        return _neighbourhood_mean(chosen, lead_minutes, spacing_km, km_per_minute)
     count = len(members)
     if km_per_minute is None:
         km_per_minute = NEIGHBOURHOOD_KM_PER_MINUTE if count == 1 else 0.0
@@ -89,3 +122,17 @@ def neighbourhood_fraction(event: np.ndarray, valid: np.ndarray, radius: int) ->
     count = ndimage.uniform_filter(valid.astype(np.float32), size=size, mode="constant")
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.clip(np.where(count > 0, hits / count, 0.0), 0.0, 1.0).astype(np.float32)
+
+
+def _neighbourhood_mean(
+    probability: np.ndarray, lead_minutes: Sequence[float], spacing_km: float, km_per_minute: float
+) -> np.ndarray:
+    """Each ``(U, T, H, W)`` probability field averaged over its lead's neighbourhood; NaN kept."""
+    out = np.empty_like(probability)
+    valid = np.isfinite(probability[0])  # (T, H, W)
+    for k in range(len(probability)):
+        for t, lead in enumerate(lead_minutes):
+            radius = neighbourhood_radius_px(lead, spacing_km, km_per_minute)
+            out[k, t] = neighbourhood_fraction(np.nan_to_num(probability[k, t]), valid[t], radius)
+    out[:, ~valid] = np.nan
+    return out

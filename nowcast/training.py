@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from nowcast.checkpoint import (
     RunState,
     atomic_write,
+    init_weights,
     load_checkpoint,
     resume_training,
     save_checkpoint,
@@ -151,18 +152,40 @@ def soft_csi(
     return hits / union.clamp_min(1.0)
 
 
-def training_loss(name: str, pred, target, valid, bundle: DataBundle, cfg) -> torch.Tensor:
+def training_loss(
+    name: str, pred, target, valid, bundle: DataBundle, cfg, logits=None, probability_thresholds=()
+) -> torch.Tensor:
     """The loss the optimiser sees: :func:`masked_loss`, plus ``Σ w_u (1 − soft CSI_u)`` for ``logcsi``.
 
     Soft-CSI thresholds ``trainer.csi_thresholds`` (mm/h) are encoded with the data transform; the
     sigmoid width is 0.02 in model space (about 0.2 mm/h at 1 mm/h for log1p with 100 mm/h scale).
+    With a probability head's ``logits`` ``(B, T, U, H, W)`` for ``probability_thresholds`` (mm/h),
+    ``trainer.probability_weight`` times their binary cross-entropy is added (:func:`probability_loss`).
     """
     loss = masked_loss(name, pred, target, valid, loss_weights(name, target, bundle))
     if name == "logcsi":
         for u, weight in zip(cfg.csi_thresholds, cfg.csi_weights, strict=True):
             threshold = float(bundle.transform.encode(torch.tensor(float(u))))
             loss = loss + weight * (1.0 - soft_csi(pred, target, valid, threshold, 0.02))
+    if logits is not None:
+        levels = [float(bundle.transform.encode(torch.tensor(float(u)))) for u in probability_thresholds]
+        loss = loss + cfg.probability_weight * probability_loss(logits, target, valid, levels)
     return loss
+
+
+def probability_loss(
+    logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None, levels: list[float]
+) -> torch.Tensor:
+    """Mean binary cross-entropy of ``P(R ≥ u)`` over valid pixels and thresholds.
+
+    ``logits`` ``(B, T, U, H, W)``; ``target`` ``(B, T, 1, H, W)`` in model space; ``levels`` the
+    ``U`` thresholds in model space; ``valid`` ``(B, T, 1, H, W)`` or None.
+    """
+    events = torch.cat([(target >= level).to(logits.dtype) for level in levels], dim=2)  # (B, T, U, H, W)
+    per_pixel = F.binary_cross_entropy_with_logits(logits, events, reduction="none")
+    if valid is None:
+        return per_pixel.mean()
+    return (per_pixel * valid).sum() / (valid.sum() * len(levels)).clamp_min(1.0)
 
 
 def loss_weights(name: str, target: torch.Tensor, bundle: DataBundle) -> torch.Tensor | None:
@@ -235,6 +258,7 @@ class Trainer:
         self.model_config = _model_config(cfg, self.bundle)
         self.model = EncoderForecaster(self.model_config).to(self.device)
         self.model.gradient_checkpointing = bool(self.tcfg.checkpoint_steps)
+        self._initial_weights()
         if self.device.type == "cpu" or self.precision.name == "bf16":
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = self._make_optimizer()
@@ -256,6 +280,19 @@ class Trainer:
             make_capturable(self.optimizer)
             self.graphed = GraphedStep(self._optimise, self.optimizer)
 
+    def _initial_weights(self) -> None:
+        """The probability head's start, ``trainer.init_from``'s weights, and ``trainer.train_only``."""
+        if self.model.probability_conv is not None:
+            encode = self.bundle.transform.encode
+            self.model.init_probability_head(
+                [float(encode(torch.tensor(u))) for u in self.model_config.probability_thresholds]
+            )
+        if self.tcfg.init_from:
+            init_weights(self.model, Path(str(self.tcfg.init_from)), self.bundle.transform.to_dict())
+        if self.tcfg.train_only == "probability_head":
+            for name, parameter in self.model.named_parameters():
+                parameter.requires_grad_(name.startswith("probability_conv."))
+
     def _uses_cuda_graphs(self) -> bool:
         """``trainer.cuda_graphs`` on a GPU, in one process, without compile or gradient checkpointing."""
         if not self.tcfg.cuda_graphs or self.device.type != "cuda":
@@ -273,7 +310,7 @@ class Trainer:
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         name = self.tcfg.optimizer
-        params = self.model.parameters()
+        params = [p for p in self.model.parameters() if p.requires_grad]
         if name == "adam":
             return torch.optim.Adam(params, lr=self.tcfg.lr)
         if name == "rmsprop":
@@ -336,8 +373,14 @@ class Trainer:
 
     def _loss(self, x, y, valid, step, autocast_cache: bool = True) -> torch.Tensor:
         """The training loss of one batch (forward pass included)."""
-        pred = run_model(self.net, x, self.bundle.t_out, step, self.precision.name, autocast_cache)
-        return training_loss(self.tcfg.loss, pred, y, valid, self.bundle, self.tcfg)
+        return self._model_loss(self.net, x, y, valid, step, autocast_cache)
+
+    def _model_loss(self, net, x, y, valid, step, autocast_cache: bool = True) -> torch.Tensor:
+        """Forward pass of ``net`` and :func:`training_loss`, the probability head's term included."""
+        thresholds = self.model_config.probability_thresholds
+        out = run_model(net, x, self.bundle.t_out, step, self.precision.name, autocast_cache, bool(thresholds))
+        pred, logits = out if thresholds else (out, None)
+        return training_loss(self.tcfg.loss, pred, y, valid, self.bundle, self.tcfg, logits, thresholds)
 
     def _optimise(self, x, y, valid, step) -> torch.Tensor:
         """Forward, loss, backward and optimiser step with no host synchronisation (what a CUDA graph records)."""
@@ -369,7 +412,9 @@ class Trainer:
         items = [self.bundle.train[i] for i in range(min(self.tcfg.batch_size, len(self.bundle.train)))]
         x, _, _, step = split_batch(default_collate(items), self.bundle.t_in, self.device)
         x = x.contiguous()
-        name, seconds = choose_unroll(self.model, x, self.bundle.t_out, step, self.precision.name)
+        # with the network frozen (train_only=probability_head) a training step is its forward pass
+        training = self.tcfg.train_only == "all"
+        name, seconds = choose_unroll(self.model, x, self.bundle.t_out, step, self.precision.name, training=training)
         timed = ", ".join(f"{k} {v:.3f} s" for k, v in seconds.items()) or "no fusable layer"
         log.info("unroll: %s (one training step timed on this machine: %s)", name, timed)
         return name
@@ -381,8 +426,7 @@ class Trainer:
         total, count = 0.0, 0
         for batch in self._loader(self.bundle.val):
             x, y, valid, step = split_batch(batch, self.bundle.t_in, self.device)
-            pred = run_model(self.model, x, self.bundle.t_out, step, self.precision.name)
-            total += float(training_loss(self.tcfg.loss, pred, y, valid, self.bundle, self.tcfg)) * x.shape[0]
+            total += float(self._model_loss(self.model, x, y, valid, step)) * x.shape[0]
             count += x.shape[0]
         self.model.train()
         return total / max(count, 1)

@@ -70,6 +70,14 @@ class ModelConfig:
         Widths (σ, pixels of the full-resolution frame) of the Gaussians the residual head blends
         towards. Several widths let the network fade each scale of the rain at its own rate, where
         and when the inputs say it decays, as S-PROG's cascade does by a fixed rule.
+    probability_thresholds
+        Rain rates (mm/h) of a probability head beside the residual head (empty: none). For each
+        threshold ``u`` and lead time it gives the logit of ``P(R ≥ u)`` as
+        ``a + b_0·x_last + Σ_k b_k·blur_k(x_last)``, with ``a`` and the slopes ``b`` from a 1×1
+        convolution over the forecaster's hidden states, upsampled bilinearly: the network sets,
+        pixel by pixel and lead by lead, where the event is likely and how sharp its edge is. Trained
+        with binary cross-entropy (``trainer.probability_weight``), also on its own on a trained
+        model (``trainer.train_only=probability_head``); see :meth:`EncoderForecaster.init_probability_head`.
 
     """
 
@@ -83,6 +91,7 @@ class ModelConfig:
     frame_size: list[int] | None = None
     head: str = "frames"
     blur_sigmas: list[float] = field(default_factory=lambda: [2.0])
+    probability_thresholds: list[float] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
@@ -96,6 +105,7 @@ class ModelConfig:
         if values.get("frame_size") is not None:
             values["frame_size"] = [int(s) for s in values["frame_size"]]
         values["blur_sigmas"] = [float(s) for s in values.get("blur_sigmas", [2.0])]
+        values["probability_thresholds"] = [float(u) for u in values.get("probability_thresholds") or []]
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,13 +157,40 @@ class EncoderForecaster(nn.Module):
                 self.register_buffer(f"blur_kernel_{k}", _gaussian_kernel_1d(sigma), persistent=False)
         else:
             self.output_conv = nn.Conv2d(sum(config.hidden), frame_channels, kernel_size=1)
+        self.probability_conv: nn.Conv2d | None = None
+        if config.probability_thresholds:
+            if config.head != "residual":
+                raise ValueError("probability_thresholds need head residual")
+            per_threshold = 2 + len(config.blur_sigmas)  # a, b_0, b_k
+            self.probability_conv = nn.Conv2d(
+                sum(config.hidden), per_threshold * len(config.probability_thresholds), kernel_size=1
+            )
         self.activation = OUTPUT_ACTIVATIONS[config.output_activation]
         #: Recompute each step in the backward pass to save memory (``trainer.checkpoint_steps``).
         self.gradient_checkpointing = False
         #: One of :data:`UNROLLS`; an execution detail, not saved in checkpoints.
         self.unroll = "split"
 
-    def forward(self, frames: Tensor, n_out: int, step_minutes: Tensor | None = None) -> Tensor:
+    def init_probability_head(self, levels: list[float], slope: float = 20.0) -> None:
+        """Start the probability head at ``logit = slope·(x_last − level_u)``: extrapolation's edge, softened.
+
+        ``levels`` are the thresholds in model space (the data transform of
+        ``probability_thresholds``); ``slope`` is per unit of model space (20: ``P`` goes from 0.27
+        to 0.73 across 0.1 of it, about a factor 1.6 in rain rate near 1 mm/h).
+        """
+        if self.probability_conv is None:
+            raise ValueError("this model has no probability head (model.probability_thresholds is empty)")
+        per_threshold = 2 + len(self.config.blur_sigmas)
+        with torch.no_grad():
+            self.probability_conv.weight.zero_()
+            bias = torch.zeros(per_threshold, len(levels))
+            bias[0] = -slope * torch.tensor(levels, dtype=torch.float32)
+            bias[1] = slope
+            self.probability_conv.bias.copy_(bias.T.flatten())
+
+    def forward(
+        self, frames: Tensor, n_out: int, step_minutes: Tensor | None = None, probabilities: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """Forecast ``n_out`` frames.
 
         Parameters
@@ -165,11 +202,14 @@ class EncoderForecaster(nn.Module):
         step_minutes
             Time step of the sequence in minutes, ``(B,)``; required when the model was built
             with ``step_channel=True``.
+        probabilities
+            Also return the probability head's logits (see ``probability_thresholds``).
 
         Returns
         -------
-        Tensor
-            Forecast ``(B, n_out, C, H, W)``.
+        Tensor or tuple of Tensor
+            Forecast ``(B, n_out, C, H, W)``; with ``probabilities`` also the logits of
+            ``P(R ≥ u)``, ``(B, n_out, U, H, W)``, one channel per threshold.
 
         """
         b, t_in, c, h, w = frames.shape
@@ -212,8 +252,13 @@ class EncoderForecaster(nn.Module):
         else:
             y = F.pixel_shuffle(self.output_conv(features), p)  # (n_out*B, C, H+pad, W+pad)
             y = y[..., :h, :w]
-        y = self.activation(y)
-        return y.unflatten(0, (n_out, b)).transpose(0, 1)  # (B, n_out, C, H, W)
+        y = self.activation(y).unflatten(0, (n_out, b)).transpose(0, 1)  # (B, n_out, C, H, W)
+        if not probabilities:
+            return y
+        if self.probability_conv is None:
+            raise ValueError("this model has no probability head (model.probability_thresholds is empty)")
+        logits = self._probability_logits(self.probability_conv(features), frames[:, -1], n_out, h, w)
+        return y, logits.unflatten(0, (n_out, b)).transpose(0, 1)  # (B, n_out, U, H, W)
 
     def _residual(self, change: Tensor, last: Tensor, n_out: int, h: int, w: int) -> Tensor:
         """Forecast ``x_last + Δ + Σ_k β_k·(blur_k(x_last) − x_last)``, ``(n_out*B, 1, H, W)``.
@@ -221,15 +266,37 @@ class EncoderForecaster(nn.Module):
         ``change`` holds ``Δ`` and the ``β_k`` at patch resolution, ``(n_out*B, 1 + K, h', w')``;
         ``last`` is the last input frame ``(B, 1, H, W)``.
         """
-        p = self.config.patch_size
-        change = F.interpolate(change.float(), size=(h + (-h) % p, w + (-w) % p), mode="bilinear", align_corners=False)
-        change = change[..., :h, :w].unflatten(0, (n_out, -1))  # (n_out, B, 1 + K, H, W)
-        last = last.float()  # (B, 1, H, W)
+        change = self._upsample(change, h, w).unflatten(0, (n_out, -1))  # (n_out, B, 1 + K, H, W)
+        basis = self._blur_basis(last)  # (B, 1 + K, H, W)
+        last = basis[:, :1]
         out = last + change[:, :, :1]
         for k in range(len(self.config.blur_sigmas)):
-            detail = _separable_blur(last, getattr(self, f"blur_kernel_{k}")) - last
-            out = out + change[:, :, k + 1 : k + 2] * detail
+            out = out + change[:, :, k + 1 : k + 2] * (basis[:, k + 1 : k + 2] - last)
         return out.flatten(0, 1)
+
+    def _probability_logits(self, coefficients: Tensor, last: Tensor, n_out: int, h: int, w: int) -> Tensor:
+        """Logits ``a + b_0·x_last + Σ_k b_k·blur_k(x_last)`` per threshold, ``(n_out*B, U, H, W)``.
+
+        ``coefficients`` ``(n_out*B, U·(2 + K), h', w')`` at patch resolution, grouped by threshold;
+        ``last`` the last input frame ``(B, 1, H, W)``.
+        """
+        basis = self._blur_basis(last)  # (B, 1 + K, H, W): x_last and its blurs
+        coefficients = self._upsample(coefficients, h, w).unflatten(0, (n_out, -1))  # (n_out, B, U*(2+K), H, W)
+        coefficients = coefficients.unflatten(2, (len(self.config.probability_thresholds), -1))  # (.., U, 2+K, ..)
+        logits = coefficients[:, :, :, 0] + (coefficients[:, :, :, 1:] * basis[:, None]).sum(dim=3)
+        return logits.flatten(0, 1)
+
+    def _blur_basis(self, last: Tensor) -> Tensor:
+        """``[x_last, blur_1(x_last), …]``, ``(B, 1 + K, H, W)`` float32."""
+        last = last.float()
+        blurs = [_separable_blur(last, getattr(self, f"blur_kernel_{k}")) for k in range(len(self.config.blur_sigmas))]
+        return torch.cat([last, *blurs], dim=1)
+
+    def _upsample(self, coarse: Tensor, h: int, w: int) -> Tensor:
+        """Bilinear from patch resolution to ``(H, W)``, ``(N, C, h', w') -> (N, C, H, W)`` float32."""
+        p = self.config.patch_size
+        fine = F.interpolate(coarse.float(), size=(h + (-h) % p, w + (-w) % p), mode="bilinear", align_corners=False)
+        return fine[..., :h, :w]
 
     def _step_field(self, step_minutes: Tensor | None, like: Tensor) -> Tensor | None:
         """The time step as a constant channel ``(B, 1, h', w')`` shaped like ``like`` ``(B, C, h', w')``."""

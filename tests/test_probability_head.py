@@ -1,0 +1,163 @@
+"""The network's probability head: its start, its loss, training it alone, and forecasting with it."""
+
+import numpy as np
+import pytest
+import torch
+from test_lagrangian import moving_blob
+
+from nowcast.checkpoint import CheckpointError
+from nowcast.errors import UserError
+from nowcast.forecast import Forecaster
+from nowcast.models import EncoderForecaster, ModelConfig
+from nowcast.probability import HeadProbabilities, exceedance
+from nowcast.training import probability_loss
+from nowcast.transforms import Transform
+
+THRESHOLDS = [1.0, 5.0]
+TRANSFORM = Transform("log1p", 100.0)
+
+
+def _model(**extra) -> EncoderForecaster:
+    torch.manual_seed(0)
+    config = ModelConfig(
+        hidden=[4, 4], output_activation="identity", step_channel=True, head="residual", **extra
+    )
+    return EncoderForecaster(config).eval()
+
+
+def _levels() -> list[float]:
+    return [float(TRANSFORM.encode(torch.tensor(u))) for u in THRESHOLDS]
+
+
+def test_untrained_head_is_a_softened_edge_of_the_last_frame():
+    model = _model(probability_thresholds=THRESHOLDS)
+    model.init_probability_head(_levels(), slope=20.0)
+    frames = torch.rand(2, 3, 1, 16, 12)
+    step = torch.full((2,), 5.0)
+    with torch.no_grad():
+        rain, logits = model(frames, 4, step, probabilities=True)
+    assert rain.shape == (2, 4, 1, 16, 12) and logits.shape == (2, 4, 2, 16, 12)
+    last = frames[:, -1, 0]  # (B, H, W)
+    for k, level in enumerate(_levels()):
+        expected = 20.0 * (last - level)
+        for t in range(4):
+            torch.testing.assert_close(logits[:, t, k], expected, rtol=1e-5, atol=1e-5)
+    # the rain-rate output is the model without a head's: the head changes nothing else
+    plain = _model()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("probability_conv.")})
+    with torch.no_grad():
+        torch.testing.assert_close(plain(frames, 4, step), rain)
+
+
+def test_probability_loss_by_hand():
+    logits = torch.zeros(1, 1, 2, 1, 2)  # P = 0.5 everywhere
+    logits[0, 0, 0, 0, 1] = 2.0
+    target = torch.tensor([0.0, 0.5]).view(1, 1, 1, 1, 2)
+    levels = [0.25, 0.75]  # events: pixel 1 exceeds the first level only
+    valid = torch.ones(1, 1, 1, 1, 2)
+    expected = (np.log(2) + np.log(1 + np.exp(-2.0)) + 2 * np.log(2)) / 4
+    assert float(probability_loss(logits, target, valid, levels)) == pytest.approx(expected, rel=1e-6)
+    valid[..., 1] = 0  # only pixel 0 counts: both thresholds at P = 0.5, no event
+    assert float(probability_loss(logits, target, valid, levels)) == pytest.approx(np.log(2), rel=1e-6)
+
+
+def test_head_probabilities_select_thresholds_and_refuse_others():
+    values = np.stack([np.full((3, 4, 4), 0.8), np.full((3, 4, 4), 0.2)]).astype(np.float32)
+    values[:, :, 0, 0] = np.nan
+    head = HeadProbabilities((1.0, 5.0), values)
+    out = exceedance(head, [5.0], [5, 10, 15])
+    np.testing.assert_array_equal(out[0], values[1])
+    with pytest.raises(UserError, match="1, 5 mm/h, not 10"):
+        exceedance(head, [1.0, 10.0], [5, 10, 15])
+    smoothed = exceedance(head, [1.0], [5, 10, 15], spacing_km=1.0, km_per_minute=0.2)
+    assert np.isnan(smoothed[0, :, 0, 0]).all()
+    np.testing.assert_allclose(smoothed[0, :, 1:, 1:], 0.8, rtol=1e-6)  # the mean of a constant
+
+
+def test_forecaster_gives_the_head_probabilities_advected_like_the_forecast():
+    model = _model(probability_thresholds=THRESHOLDS)
+    model.init_probability_head(_levels())
+    forecaster = Forecaster(model, TRANSFORM, 5, 6, frame="lagrangian", probability_source="head")
+    rates = moving_blob(5)
+    rates[:, :3, :] = np.nan  # a no-data strip
+    out, head = forecaster.forecast_for_probabilities(rates, 4, 5.0)
+    assert isinstance(head, HeadProbabilities) and head.values.shape == (2, 4, 64, 64)
+    assert np.isnan(head.values[:, :, :3]).all() and np.isfinite(head.values[:, :, 3:]).all()
+    assert (head.values[:, :, 3:] >= 0).all() and (head.values[:, :, 3:] <= 1).all()
+    # the untrained head's P(R ≥ 1) is above one half where the unsmoothed extrapolation rains ≥ 1 mm/h
+    plain = Forecaster(model, TRANSFORM, 5, 6, frame="lagrangian", probability_matching="none")
+    wet = plain.forecast(rates, 4, 5.0)[:, 3:] >= 1.0
+    likely = head.values[0, :, 3:] >= 0.5
+    assert (wet == likely).mean() > 0.99
+    # the P(R ≥ 5) field sits inside the P(R ≥ 1) one
+    assert (head.values[1, :, 3:] <= head.values[0, :, 3:] + 1e-6).all()
+
+
+def test_train_only_the_head_keeps_the_network_and_forecast(tmp_path, compose_config):
+    from conftest import write_sequence
+
+    from nowcast.training import train
+
+    write_sequence(tmp_path / "a", n=14, size=40, speed=1.0)
+    write_sequence(tmp_path / "b", n=14, size=40, speed=1.5, prefix="b")
+    common = [
+        "data=lagrangian_radar",
+        "model=lagrangian",
+        "model.hidden=[4]",
+        f"data.paths=[{tmp_path / 'a'}]",
+        f"data.val_paths=[{tmp_path / 'b'}]",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.t_in=3",
+        "data.t_out=4",
+        "data.strides=[1]",
+        "data.crop=24",
+        "data.window_every=3",
+        "data.crops_per_window=1",
+        "trainer.loss=logcsi",
+        "trainer.batch_size=2",
+        "trainer.val_every=3",
+        "trainer.precision=32",
+    ]
+    train(compose_config(*common, "trainer.max_steps=3"), tmp_path / "net")
+    base = tmp_path / "net" / "checkpoints" / "best.pt"
+    head_run = [
+        *common,
+        "trainer.max_steps=6",
+        "trainer.lr=0.01",
+        "model.probability_thresholds=[1,5]",
+        f"trainer.init_from={base}",
+        "trainer.train_only=probability_head",
+    ]
+    train(compose_config(*head_run), tmp_path / "head")
+    before = torch.load(base, weights_only=True)["model"]
+    after = torch.load(tmp_path / "head" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    for name, value in before.items():
+        torch.testing.assert_close(after[name], value, rtol=0, atol=0)  # the network is untouched
+    start = _model(probability_thresholds=THRESHOLDS)
+    assert not torch.equal(after["probability_conv.bias"], start.probability_conv.bias)  # the head learned
+    rates = moving_blob(3, size=40)
+    with_head = Forecaster.from_checkpoint(tmp_path / "head" / "checkpoints" / "last.pt")
+    without = Forecaster.from_checkpoint(base)
+    assert with_head.probability_source == "head" and without.probability_source == "members"
+    np.testing.assert_array_equal(with_head.forecast(rates, 4, 5.0), without.forecast(rates, 4, 5.0))
+    with pytest.raises(CheckpointError, match="no probability head"):
+        Forecaster.from_checkpoint(base, probability_source="head")
+    # a network of another shape is refused by name
+    with pytest.raises(CheckpointError, match="hidden"):
+        train(compose_config(*head_run, "model.hidden=[6]"), tmp_path / "wrong")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.probability_thresholds=[1,1]"], "distinct positive"),
+        (["model.probability_thresholds=[-1]"], "distinct positive"),
+        (["trainer.train_only=probability_head"], "needs model.probability_thresholds"),
+        (["model=radar", "model.probability_thresholds=[1]"], "head=residual"),
+    ],
+)
+def test_bad_probability_head_settings_are_one_line_errors(compose_config, overrides, message):
+    from nowcast.config import check_config
+
+    with pytest.raises(UserError, match=message):
+        check_config(compose_config("data=lagrangian_radar", "model=lagrangian", *overrides))
