@@ -75,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-members",
         type=int,
         default=MODEL_MEMBERS,
-        help=f"members of the model's motion-perturbed ensemble for its probabilities (default {MODEL_MEMBERS}; "
-        "1: its single forecast with a growing neighbourhood, faster)",
+        help=f"for a model without a probability head: members of its motion-perturbed ensemble for its "
+        f"probabilities (default {MODEL_MEMBERS}; 1: its single forecast with a growing neighbourhood, faster)",
     )
     parser.add_argument(
         "--probability-thresholds",

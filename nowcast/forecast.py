@@ -506,15 +506,16 @@ class _LagrangianRun:
         """
         from nowcast import lagrangian, regrid
 
-        def one_lead(j: int) -> np.ndarray:
-            moved = np.stack([lagrangian.warp(p, self.forward[j]) for p in self.probabilities[j]])  # (U, h, w)
-            out = regrid.resample(np.nan_to_num(moved, nan=0.0), self.shape)
-            out[:, self.no_data] = np.nan
-            return np.clip(out, 0.0, 1.0).astype(np.float32)
+        def make(indices: list[int]) -> np.ndarray:
+            def one_lead(j: int) -> np.ndarray:
+                moved = np.stack([lagrangian.warp(self.probabilities[j, k], self.forward[j]) for k in indices])
+                out = regrid.resample(np.nan_to_num(moved, nan=0.0), self.shape)  # (len(indices), H, W)
+                out[:, self.no_data] = np.nan
+                return np.clip(out, 0.0, 1.0).astype(np.float32)
 
-        values = np.stack(map_frames(one_lead, len(self.probabilities)), axis=1)  # (U, n_out, H, W)
-        thresholds = tuple(self.forecaster.model.config.probability_thresholds)
-        return HeadProbabilities(thresholds, values)
+            return np.stack(map_frames(one_lead, len(self.probabilities)), axis=1)  # (len(indices), n_out, H, W)
+
+        return HeadProbabilities(tuple(self.forecaster.model.config.probability_thresholds), make)
 
     def displacements(self, perturbation: MotionPerturbation) -> np.ndarray:
         """Forward displacements ``(n_out, 2, h, w)`` along the motion with one member's perturbation."""

@@ -32,7 +32,12 @@ import numpy as np
 from nowcast import baselines
 from nowcast._quiet import import_pysteps
 from nowcast.errors import UserError
-from nowcast.probability import MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE, MODEL_MEMBERS
+from nowcast.probability import (
+    HEAD_NEIGHBOURHOOD_KM_PER_MINUTE,
+    MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE,
+    MODEL_MEMBERS,
+    HeadProbabilities,
+)
 
 #: Every method name :func:`get_method` knows.
 METHOD_NAMES = ("model", "persistence", "extrapolation", "sprog", "steps")
@@ -140,7 +145,9 @@ def steps(window: Window, members: int = DEFAULT_MEMBERS, seed: int = 0) -> np.n
 def model_method(forecaster, members: int = MODEL_MEMBERS) -> Method:
     """A trained :class:`~nowcast.forecast.Forecaster` as a method: ``(1, n_out, H, W)`` mm/h.
 
-    Its probabilities come from ``window.probability_fields["model"]``: with ``members`` > 1 (a
+    Its probabilities come from ``window.probability_fields["model"]``: for a forecaster whose
+    ``probability_source`` is ``head``, the network's probability head with a neighbourhood growing
+    by :data:`~nowcast.probability.HEAD_NEIGHBOURHOOD_KM_PER_MINUTE` (``members`` unused); with ``members`` > 1 (a
     Lagrangian model) the unsmoothed forecast advected along that many perturbed motions, each
     member with a neighbourhood growing by :data:`~nowcast.probability.MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE`;
     with 1, the unsmoothed forecast with the single forecast's neighbourhood (see
@@ -152,7 +159,9 @@ def model_method(forecaster, members: int = MODEL_MEMBERS) -> Method:
             window.rates, window.n_out, window.step_minutes, window.spacing_km, members=members
         )
         window.probability_fields["model"] = for_probabilities
-        if len(for_probabilities) > 1:
+        if isinstance(for_probabilities, HeadProbabilities):
+            window.probability_growth["model"] = HEAD_NEIGHBOURHOOD_KM_PER_MINUTE
+        elif len(for_probabilities) > 1:
             window.probability_growth["model"] = MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE
         return out[None]
 

@@ -171,8 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--members",
         type=int,
         default=MODEL_MEMBERS,
-        help=f"with --probabilities: members of the motion-perturbed ensemble they come from (default "
-        f"{MODEL_MEMBERS}; 1: the single forecast with a growing neighbourhood, faster)",
+        help=f"with --probabilities, for a model without a probability head: members of the motion-perturbed "
+        f"ensemble they come from (default {MODEL_MEMBERS}; 1: the single forecast with a growing neighbourhood, "
+        "faster); a model with a probability head gives them itself",
     )
     return parser
 

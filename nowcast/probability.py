@@ -13,7 +13,7 @@ Pixels without data (NaN in the forecast) stay NaN and do not count in a neighbo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,18 +32,25 @@ NEIGHBOURHOOD_KM_PER_MINUTE = 0.5
 #: (``benchmarks/results/probabilistic/designs.md``).
 MODEL_MEMBERS = 20
 MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE = 0.3
+#: Neighbourhood growth (km per minute of lead) over a probability head's ``P(R ≥ u)``: the head
+#: works at the network's 4 km patch resolution and cannot spread an event as far as the motion's
+#: error at long leads. Chosen on the validation radar (RMI) by mean Brier skill at 1 and 5 mm/h
+#: (``benchmarks/results/probabilistic/designs_head.md``).
+HEAD_NEIGHBOURHOOD_KM_PER_MINUTE = 0.2
 
 
 @dataclass
 class HeadProbabilities:
     """Exceedance probabilities a network gives itself, from its probability head.
 
-    ``thresholds`` (mm/h) are the ones the head was trained for; ``values`` ``(U, T, H, W)`` in
-    [0, 1], NaN without data. :func:`exceedance` takes them as they are for any of ``thresholds``.
+    ``thresholds`` (mm/h) are the ones the head was trained for; ``make`` maps the indices of some
+    of them to their probabilities ``(len(indices), T, H, W)`` in [0, 1], NaN without data, made
+    when asked (only the thresholds asked for are advected). :func:`exceedance` takes them as they
+    are for any of ``thresholds``.
     """
 
     thresholds: tuple[float, ...]
-    values: np.ndarray
+    make: Callable[[list[int]], np.ndarray]
 
     def __len__(self) -> int:  # one forecast: the single-forecast neighbourhood default does not apply
         return 1
@@ -56,7 +63,7 @@ class HeadProbabilities:
             known = ", ".join(f"{u:g}" for u in self.thresholds)
             asked = ", ".join(f"{u:g}" for u in missing)
             raise UserError(f"the model's probability head gives P(R ≥ u) for u = {known} mm/h, not {asked}")
-        return self.values[[index[float(u)] for u in thresholds]]
+        return self.make([index[float(u)] for u in thresholds])
 
 
 def neighbourhood_radius_px(lead_minutes: float, spacing_km: float, km_per_minute: float) -> int:

@@ -19,9 +19,7 @@ TRANSFORM = Transform("log1p", 100.0)
 
 def _model(**extra) -> EncoderForecaster:
     torch.manual_seed(0)
-    config = ModelConfig(
-        hidden=[4, 4], output_activation="identity", step_channel=True, head="residual", **extra
-    )
+    config = ModelConfig(hidden=[4, 4], output_activation="identity", step_channel=True, head="residual", **extra)
     return EncoderForecaster(config).eval()
 
 
@@ -64,7 +62,7 @@ def test_probability_loss_by_hand():
 def test_head_probabilities_select_thresholds_and_refuse_others():
     values = np.stack([np.full((3, 4, 4), 0.8), np.full((3, 4, 4), 0.2)]).astype(np.float32)
     values[:, :, 0, 0] = np.nan
-    head = HeadProbabilities((1.0, 5.0), values)
+    head = HeadProbabilities((1.0, 5.0), lambda indices: values[indices])
     out = exceedance(head, [5.0], [5, 10, 15])
     np.testing.assert_array_equal(out[0], values[1])
     with pytest.raises(UserError, match="1, 5 mm/h, not 10"):
@@ -81,16 +79,19 @@ def test_forecaster_gives_the_head_probabilities_advected_like_the_forecast():
     rates = moving_blob(5)
     rates[:, :3, :] = np.nan  # a no-data strip
     out, head = forecaster.forecast_for_probabilities(rates, 4, 5.0)
-    assert isinstance(head, HeadProbabilities) and head.values.shape == (2, 4, 64, 64)
-    assert np.isnan(head.values[:, :, :3]).all() and np.isfinite(head.values[:, :, 3:]).all()
-    assert (head.values[:, :, 3:] >= 0).all() and (head.values[:, :, 3:] <= 1).all()
+    assert isinstance(head, HeadProbabilities)
+    values = head.select(THRESHOLDS)
+    assert values.shape == (2, 4, 64, 64)
+    np.testing.assert_array_equal(head.select([5.0])[0], values[1])
+    assert np.isnan(values[:, :, :3]).all() and np.isfinite(values[:, :, 3:]).all()
+    assert (values[:, :, 3:] >= 0).all() and (values[:, :, 3:] <= 1).all()
     # the untrained head's P(R ≥ 1) is above one half where the unsmoothed extrapolation rains ≥ 1 mm/h
     plain = Forecaster(model, TRANSFORM, 5, 6, frame="lagrangian", probability_matching="none")
     wet = plain.forecast(rates, 4, 5.0)[:, 3:] >= 1.0
-    likely = head.values[0, :, 3:] >= 0.5
+    likely = values[0, :, 3:] >= 0.5
     assert (wet == likely).mean() > 0.99
     # the P(R ≥ 5) field sits inside the P(R ≥ 1) one
-    assert (head.values[1, :, 3:] <= head.values[0, :, 3:] + 1e-6).all()
+    assert (values[1, :, 3:] <= values[0, :, 3:] + 1e-6).all()
 
 
 def test_train_only_the_head_keeps_the_network_and_forecast(tmp_path, compose_config):
@@ -161,3 +162,24 @@ def test_bad_probability_head_settings_are_one_line_errors(compose_config, overr
 
     with pytest.raises(UserError, match=message):
         check_config(compose_config("data=lagrangian_radar", "model=lagrangian", *overrides))
+
+
+def test_evaluation_scores_the_head_probabilities_with_their_neighbourhood():
+    from nowcast.evaluation import WindowSpec, score_windows
+    from nowcast.methods import Window, model_method
+    from nowcast.probability import HEAD_NEIGHBOURHOOD_KM_PER_MINUTE
+
+    model = _model(probability_thresholds=THRESHOLDS)
+    model.init_probability_head(_levels())
+    forecaster = Forecaster(model, TRANSFORM, 5, 6, frame="lagrangian", probability_source="head")
+    frames = moving_blob(9)
+    window = Window(frames[:5], 4, 5.0)
+    model_method(forecaster)(window)
+    assert window.probability_growth["model"] == HEAD_NEIGHBOURHOOD_KM_PER_MINUTE
+    expected = exceedance(window.probability_fields["model"], [5.0], window.lead_minutes, 1.0, 0.0)
+    direct = forecaster.forecast_for_probabilities(frames[:5], 4, 5.0)[1].select([5.0])
+    np.testing.assert_array_equal(expected, direct)
+    spec = WindowSpec(n_in=5, n_out=4, step_minutes=5.0)
+    result = score_windows([(frames[:5], frames[5:], [])], spec, {"model": model_method(forecaster)}, (1.0, 1.0))
+    assert set(result.probabilistic["model"]["bss"]) == {1.0, 5.0}
+    assert np.isfinite(result.probabilistic["model"]["bss"][1.0]["mean"])
