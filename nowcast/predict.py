@@ -255,6 +255,11 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.members <= 200:
         raise UserError(f"--members must be between 1 and 200, got {args.members}")
     forecaster = Forecaster.from_checkpoint(args.checkpoint, args.device, args.precision)
+    trained = forecaster.model.config.probability_thresholds
+    unknown = [u for u in args.probabilities or [] if forecaster.probability_source == "head" and u not in trained]
+    if unknown:
+        known = ", ".join(f"{u:g}" for u in trained)
+        raise UserError(f"--probabilities: this model's probability head gives P(R ≥ u) for u = {known} mm/h only")
     ds = open_input(args)
     window, step = last_regular_frames(ds, forecaster.t_in)
     if not np.isfinite(window["rainfall_rate"].values[-1]).any():

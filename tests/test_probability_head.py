@@ -183,3 +183,35 @@ def test_evaluation_scores_the_head_probabilities_with_their_neighbourhood():
     result = score_windows([(frames[:5], frames[5:], [])], spec, {"model": model_method(forecaster)}, (1.0, 1.0))
     assert set(result.probabilistic["model"]["bss"]) == {1.0, 5.0}
     assert np.isfinite(result.probabilistic["model"]["bss"][1.0]["mean"])
+
+
+@pytest.fixture
+def head_checkpoint(tmp_path):
+    """An untrained Lagrangian model with a probability head at 1 and 5 mm/h, saved as a checkpoint."""
+    from nowcast.checkpoint import save_checkpoint
+
+    model = _model(probability_thresholds=THRESHOLDS, patch_size=4)
+    model.init_probability_head(_levels())
+    data = {"t_in": 3, "t_out": 3, "step_minutes": [5.0], "thresholds": [1.0], "radar": True}
+    data |= {"frame": "lagrangian", "grid_km": 1.0}
+    payload = {"model": model.state_dict(), "model_config": model.config.to_dict(), "data": data}
+    payload["transform"] = TRANSFORM.to_dict()
+    path = tmp_path / "head.pt"
+    save_checkpoint(payload, path)
+    return path
+
+
+def test_predict_writes_head_probabilities_and_refuses_others(tmp_path, radar_dir, head_checkpoint, capsys):
+    import xarray as xr
+
+    from nowcast import predict
+
+    out = tmp_path / "fc.nc"
+    argv = ["--input", str(radar_dir), "--output", str(out), "--steps", "3", "--checkpoint", str(head_checkpoint)]
+    assert predict.main([*argv, "--probabilities", "1,5", "-q"]) == 0
+    prob = xr.open_dataset(out)["probability"]
+    assert prob.shape == (2, 3, 32, 32) and list(prob["threshold"].values) == [1.0, 5.0]
+    assert np.nanmax(prob.values) <= 1 and np.nanmin(prob.values) >= 0
+    assert predict.main([*argv[:3], str(tmp_path / "other.nc"), *argv[4:], "--probabilities", "3", "-q"]) == 2
+    assert "gives P(R ≥ u) for u = 1, 5 mm/h only" in capsys.readouterr().err
+    assert not list(tmp_path.glob("other.nc*"))
