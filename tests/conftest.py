@@ -111,6 +111,31 @@ def compose_config():
     return _compose
 
 
+def tiny_lagrangian_run(base: Path) -> list[str]:
+    """Overrides for a tiny Lagrangian training run: two synthetic radars written under ``base``
+    (``a`` trained on, ``b`` for validation), a one-layer net of 4 channels, 3 frames in, 4 out."""
+    write_sequence(base / "a", n=14, size=40, speed=1.0)
+    write_sequence(base / "b", n=14, size=40, speed=1.5, prefix="b")
+    return [
+        "data=lagrangian_radar",
+        "model=lagrangian",
+        "model.hidden=[4]",
+        f"data.paths=[{base / 'a'}]",
+        f"data.val_paths=[{base / 'b'}]",
+        f"data.cache_dir={base / 'cache'}",
+        "data.t_in=3",
+        "data.t_out=4",
+        "data.strides=[1]",
+        "data.crop=24",
+        "data.window_every=3",
+        "data.crops_per_window=1",
+        "trainer.loss=logcsi",
+        "trainer.batch_size=2",
+        "trainer.val_every=3",
+        "trainer.precision=32",
+    ]
+
+
 TINY_TRAIN = (
     "model.hidden=[4,4]",
     "trainer.batch_size=2",

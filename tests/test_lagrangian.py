@@ -252,31 +252,11 @@ def test_soft_csi_matches_hard_csi_when_sharp():
 
 def test_lagrangian_training_run_end_to_end(tmp_path, compose_config):
     """Cache, train on one synthetic radar, validate on another, then forecast with the checkpoint."""
-    from conftest import write_sequence
+    from conftest import tiny_lagrangian_run
 
     from nowcast.training import train
 
-    write_sequence(tmp_path / "a", n=14, size=40, speed=1.0)
-    write_sequence(tmp_path / "b", n=14, size=40, speed=1.5, prefix="b")
-    cfg = compose_config(
-        "data=lagrangian_radar",
-        "model=lagrangian",
-        "model.hidden=[4]",
-        f"data.paths=[{tmp_path / 'a'}]",
-        f"data.val_paths=[{tmp_path / 'b'}]",
-        f"data.cache_dir={tmp_path / 'cache'}",
-        "data.t_in=3",
-        "data.t_out=4",
-        "data.strides=[1]",
-        "data.crop=24",
-        "data.window_every=3",
-        "data.crops_per_window=1",
-        "trainer.loss=logcsi",
-        "trainer.batch_size=2",
-        "trainer.max_steps=3",
-        "trainer.val_every=3",
-        "trainer.precision=32",
-    )
+    cfg = compose_config(*tiny_lagrangian_run(tmp_path), "trainer.max_steps=3")
     metrics = train(cfg, tmp_path / "run")
     assert len(list((tmp_path / "cache").glob("lagrangian_*.npz"))) == 2  # one cache per source
     assert set(metrics["test"]) == {"model", "extrapolation"}

@@ -95,30 +95,11 @@ def test_forecaster_gives_the_head_probabilities_advected_like_the_forecast():
 
 
 def test_train_only_the_head_keeps_the_network_and_forecast(tmp_path, compose_config):
-    from conftest import write_sequence
+    from conftest import tiny_lagrangian_run
 
     from nowcast.training import train
 
-    write_sequence(tmp_path / "a", n=14, size=40, speed=1.0)
-    write_sequence(tmp_path / "b", n=14, size=40, speed=1.5, prefix="b")
-    common = [
-        "data=lagrangian_radar",
-        "model=lagrangian",
-        "model.hidden=[4]",
-        f"data.paths=[{tmp_path / 'a'}]",
-        f"data.val_paths=[{tmp_path / 'b'}]",
-        f"data.cache_dir={tmp_path / 'cache'}",
-        "data.t_in=3",
-        "data.t_out=4",
-        "data.strides=[1]",
-        "data.crop=24",
-        "data.window_every=3",
-        "data.crops_per_window=1",
-        "trainer.loss=logcsi",
-        "trainer.batch_size=2",
-        "trainer.val_every=3",
-        "trainer.precision=32",
-    ]
+    common = tiny_lagrangian_run(tmp_path)
     train(compose_config(*common, "trainer.max_steps=3"), tmp_path / "net")
     base = tmp_path / "net" / "checkpoints" / "best.pt"
     head_run = [
