@@ -261,3 +261,5 @@ def _check_probability_head(get: Any) -> None:
         raise UserError("model.probability_thresholds need model.head=residual (a model of the Lagrangian kind)")
     if get("trainer.train_only") == "probability_head" and not levels:
         raise UserError("trainer.train_only=probability_head needs model.probability_thresholds, e.g. [1,5]")
+    if get("trainer.train_only") == "probability_head" and not (get("trainer.init_from") or get("trainer.resume")):
+        raise UserError("trainer.train_only=probability_head needs a trained network: set trainer.init_from=CHECKPOINT")

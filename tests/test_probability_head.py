@@ -135,6 +135,7 @@ def test_train_only_the_head_keeps_the_network_and_forecast(tmp_path, compose_co
         (["model.probability_thresholds=[1,1]"], "distinct positive"),
         (["model.probability_thresholds=[-1]"], "distinct positive"),
         (["trainer.train_only=probability_head"], "needs model.probability_thresholds"),
+        (["trainer.train_only=probability_head", "model.probability_thresholds=[1]"], "trainer.init_from"),
         (["model=radar", "model.probability_thresholds=[1]"], "head=residual"),
     ],
 )
