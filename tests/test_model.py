@@ -134,3 +134,22 @@ def test_save_load_round_trip(tmp_path):
 def test_model_config_rejects_unknown_keys():
     with pytest.raises(ValueError, match="unknown model settings"):
         ModelConfig.from_dict({"hidden": [2], "colour": "blue"})
+
+
+def test_activations_follow_the_weights_memory_format():
+    """An NCHW model keeps NCHW activations (its 1×1 output weight is contiguous in both formats)."""
+    torch.manual_seed(0)
+    model = EncoderForecaster(ModelConfig(hidden=[4, 4], patch_size=2))
+    seen = []
+    model.output_conv.register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
+    frames = torch.rand(2, 3, 1, 8, 8)
+    for unroll in ("split", "fused"):
+        model.unroll = unroll
+        assert not model.channels_last
+        model(frames, 2)
+        assert seen[-1].is_contiguous() and not seen[-1].is_contiguous(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)
+        assert model.channels_last
+        model(frames, 2)
+        assert seen[-1].is_contiguous(memory_format=torch.channels_last) and not seen[-1].is_contiguous()
+        model.to(memory_format=torch.contiguous_format)

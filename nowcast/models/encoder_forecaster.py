@@ -188,6 +188,16 @@ class EncoderForecaster(nn.Module):
             bias[1] = slope
             self.probability_conv.bias.copy_(bias.T.flatten())
 
+    @property
+    def channels_last(self) -> bool:
+        """Whether the weights are in the channels-last memory format (``model.to(memory_format=…)``).
+
+        Read from a gate convolution's weight, where the two formats differ; a 1×1 weight, such as
+        the output convolution's, is contiguous in both and would always say yes.
+        """
+        weight = self.encoder[0].hidden_conv.weight
+        return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
     def forward(
         self, frames: Tensor, n_out: int, step_minutes: Tensor | None = None, probabilities: bool = False
     ) -> Tensor | tuple[Tensor, Tensor]:
@@ -221,7 +231,7 @@ class EncoderForecaster(nn.Module):
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         x = F.pixel_unshuffle(x, p)  # (T_in*B, C*p*p, h', w')
-        if self.output_conv.weight.is_contiguous(memory_format=torch.channels_last):
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         step_field = self._step_field(step_minutes, x[:b])  # (B, 1, h', w') or None
         if step_field is not None:
