@@ -111,6 +111,9 @@ class RunState:
     #: The unroll the run chose (``split``/``fused``; empty: not chosen yet), kept so a resumed run
     #: computes exactly as the run it continues.
     unroll: str = ""
+    #: The weights' memory format the run chose (``channels_last``/``contiguous``; empty: the
+    #: default of its device and precision), kept for the same reason.
+    memory_format: str = ""
 
 
 def training_payload(
@@ -142,6 +145,7 @@ def training_payload(
         "stale_validations": state.stale_validations,
         "history": state.history,
         "unroll": state.unroll,
+        "memory_format": state.memory_format,
         "config": config,
         "version": __version__,
         "torch_rng": torch.get_rng_state(),
@@ -172,6 +176,7 @@ def resume_training(
         stale_validations=int(payload.get("stale_validations", 0)),
         history=list(payload.get("history", [])),
         unroll=str(payload.get("unroll", "")),
+        memory_format=str(payload.get("memory_format", "")),
     )
     torch.set_rng_state(payload["torch_rng"])
     if payload.get("loss", loss) != loss:

@@ -403,10 +403,17 @@ class Trainer:
             )
         return loss_value
 
-    def _choose_unroll(self) -> str:
-        """``trainer.unroll``, or for ``auto`` the faster unroll timed on the first training batch."""
+    def _choose_unroll(self) -> tuple[str, str]:
+        """The unroll and the weights' memory format of the run: ``(unroll, memory_format)``.
+
+        ``trainer.unroll``, or for ``auto`` the faster unroll timed on the first training batch.
+        On a CPU in fp32, in one process without ``compile``, ``auto`` also times both memory
+        formats: on a 2-core AVX2 CPU channels-last trained the paper's Moving-MNIST net at 0.81×
+        NCHW's speed and the radar net at 1.17×.
+        """
+        current = "channels_last" if self.model.channels_last else "contiguous"
         if self.tcfg.unroll != "auto":
-            return str(self.tcfg.unroll)
+            return str(self.tcfg.unroll), current
         from torch.utils.data import default_collate
 
         items = [self.bundle.train[i] for i in range(min(self.tcfg.batch_size, len(self.bundle.train)))]
@@ -414,10 +421,34 @@ class Trainer:
         x = x.contiguous()
         # with the network frozen (train_only=probability_head) a training step is its forward pass
         training = self.tcfg.train_only == "all"
-        name, seconds = choose_unroll(self.model, x, self.bundle.t_out, step, self.precision.name, training=training)
-        timed = ", ".join(f"{k} {v:.3f} s" for k, v in seconds.items()) or "no fusable layer"
-        log.info("unroll: %s (one training step timed on this machine: %s)", name, timed)
-        return name
+        layouts = [current]
+        if self.device.type == "cpu" and self.precision.name == "32" and self.net is self.model:
+            layouts = ["contiguous", "channels_last"]
+        best: tuple[float, str, str] | None = None
+        report = []
+        for layout in layouts:
+            self._apply_memory_format(layout)
+            name, seconds = choose_unroll(
+                self.model, x, self.bundle.t_out, step, self.precision.name, training=training
+            )
+            if not seconds:  # nothing to choose between: no fusable layer, so nothing was timed
+                self._apply_memory_format(current)
+                log.info("unroll: %s, %s (no fusable layer)", name, current)
+                return name, current
+            report += [f"{k} {layout} {v:.3f} s" for k, v in seconds.items()]
+            fastest = seconds[name]
+            if best is None or fastest < best[0]:
+                best = (fastest, name, layout)
+        _, name, layout = best
+        self._apply_memory_format(layout)
+        log.info("unroll: %s, %s (one training step timed on this machine: %s)", name, layout, ", ".join(report))
+        return name, layout
+
+    def _apply_memory_format(self, name: str) -> None:
+        """Put the weights in memory format ``name`` (``channels_last``/``contiguous``; empty: as they are)."""
+        if name:
+            layout = torch.channels_last if name == "channels_last" else torch.contiguous_format
+            self.model.to(memory_format=layout)
 
     @torch.no_grad()
     def validate(self) -> float:
@@ -459,7 +490,8 @@ class Trainer:
         reason = "max_steps"
         deadline = time.monotonic() + 60.0 * self.tcfg.max_minutes if self.tcfg.max_minutes else math.inf
         if not self.state.unroll:  # timed inside the budget
-            self.state.unroll = self._choose_unroll()
+            self.state.unroll, self.state.memory_format = self._choose_unroll()
+        self._apply_memory_format(self.state.memory_format)
         self.model.unroll = self.state.unroll
         window_loss, window_steps, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
         try:

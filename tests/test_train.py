@@ -114,8 +114,8 @@ def test_auto_unroll_is_chosen_once_and_kept_on_resume(tmp_path, compose_config)
     train(first, tmp_path / "a")
     payload = load_checkpoint(tmp_path / "a/checkpoints/last.pt")
     assert payload["optimizer"]["param_groups"][0]["lr"] == pytest.approx(learning_rate(0.01, "cosine", 1, 2))
-    chosen = payload["unroll"]
-    assert chosen in ("split", "fused")
+    chosen, layout = payload["unroll"], payload["memory_format"]
+    assert chosen in ("split", "fused") and layout in ("channels_last", "contiguous")  # CPU, fp32: both timed
     other = "split" if chosen == "fused" else "fused"
     resumed = compose_config(
         *TINY_TRAIN,
@@ -124,7 +124,11 @@ def test_auto_unroll_is_chosen_once_and_kept_on_resume(tmp_path, compose_config)
         f"trainer.resume={tmp_path / 'a/checkpoints/last.pt'}",
     )
     train(resumed, tmp_path / "b")
-    assert load_checkpoint(tmp_path / "b/checkpoints/last.pt")["unroll"] == chosen  # the run's own choice wins
+    resumed_payload = load_checkpoint(tmp_path / "b/checkpoints/last.pt")
+    assert resumed_payload["unroll"] == chosen  # the run's own choice wins
+    assert resumed_payload["memory_format"] == layout
+    weight = resumed_payload["model"]["encoder.0.hidden_conv.weight"]
+    assert weight.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
 
 
 def test_resume_with_other_model_names_mismatch(tmp_path, compose_config):
