@@ -164,9 +164,7 @@ def resume_training(
 
     payload = load_checkpoint(path)
     saved = dict(payload["model_config"])
-    differ = [f"{k}={saved.get(k)!r} in checkpoint, {v!r} here" for k, v in model_config.items() if saved.get(k) != v]
-    if differ:
-        raise CheckpointError(f"{path}: incompatible model config ({'; '.join(differ)})")
+    _check_same_config(path, saved, model_config)
     build_model(payload, str(path))  # the weights fit the config, or an error names what differs
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
@@ -186,6 +184,19 @@ def resume_training(
     return state
 
 
+def _check_same_config(
+    path: str | Path, saved: dict[str, Any], own: dict[str, Any], ignore: tuple[str, ...] = ()
+) -> None:
+    """Refuse a checkpoint whose model config differs from ``own`` (but for ``ignore``), naming what differs."""
+    differ = [
+        f"{k}={saved.get(k)!r} in checkpoint, {v!r} here"
+        for k, v in own.items()
+        if k not in ignore and saved.get(k) != v
+    ]
+    if differ:
+        raise CheckpointError(f"{path}: incompatible model config ({'; '.join(differ)})")
+
+
 def init_weights(model: torch.nn.Module, path: str | Path, transform: dict[str, Any]) -> None:
     """Start ``model`` from the network weights of the checkpoint at ``path`` (``trainer.init_from``).
 
@@ -196,13 +207,7 @@ def init_weights(model: torch.nn.Module, path: str | Path, transform: dict[str, 
     payload = load_checkpoint(path)
     saved = dict(payload["model_config"])
     own = model.config.to_dict()
-    differ = [
-        f"{k}={saved.get(k)!r} in checkpoint, {v!r} here"
-        for k, v in own.items()
-        if k != "probability_thresholds" and saved.get(k) != v
-    ]
-    if differ:
-        raise CheckpointError(f"{path}: incompatible model config ({'; '.join(differ)})")
+    _check_same_config(path, saved, own, ignore=("probability_thresholds",))
     if payload.get("transform") != transform:
         raise CheckpointError(f"{path}: data transform {payload.get('transform')} differs from this run's {transform}")
     state = dict(payload["model"])

@@ -328,12 +328,10 @@ class Forecaster:
         if self.unroll == "auto":
             self.unroll = self._choose_unroll(frames, n_out, step)
         self.model.unroll = self.unroll
-        if probabilities:
-            y, logits = run_model(self.model, frames, n_out, step, self.precision, probabilities=True)
-            rates = self.transform.decode(y[:, :, 0].cpu().numpy()).astype(np.float32)
-            return rates, torch.sigmoid(logits).cpu().numpy()
-        y = run_model(self.model, frames, n_out, step, self.precision)[:, :, 0]
-        return self.transform.decode(y.cpu().numpy()).astype(np.float32)
+        out = run_model(self.model, frames, n_out, step, self.precision, probabilities=probabilities)
+        y, logits = out if probabilities else (out, None)
+        rates = self.transform.decode(y[:, :, 0].cpu().numpy()).astype(np.float32)
+        return (rates, torch.sigmoid(logits).cpu().numpy()) if probabilities else rates
 
     def _choose_unroll(self, frames: torch.Tensor, n_out: int, step: torch.Tensor | None) -> str:
         """The faster unroll for forecasting on this machine, timed once on a corner of ``frames``.

@@ -26,7 +26,7 @@ from nowcast.io.formats import READERS, get_reader
 from nowcast.io.radar import ZR, open_radar, split_sequences
 from nowcast.methods import Window, get_method
 from nowcast.precision import PRECISIONS
-from nowcast.probability import MODEL_MEMBERS
+from nowcast.probability import MODEL_MEMBERS, untrained_thresholds
 from nowcast.regrid import grid_spacing_km
 
 log = logging.getLogger("nowcast.predict")
@@ -256,8 +256,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--members must be between 1 and 200, got {args.members}")
     forecaster = Forecaster.from_checkpoint(args.checkpoint, args.device, args.precision)
     trained = forecaster.model.config.probability_thresholds
-    unknown = [u for u in args.probabilities or [] if forecaster.probability_source == "head" and u not in trained]
-    if unknown:
+    if forecaster.probability_source == "head" and untrained_thresholds(trained, args.probabilities or []):
         known = ", ".join(f"{u:g}" for u in trained)
         raise UserError(f"--probabilities: this model's probability head gives P(R ≥ u) for u = {known} mm/h only")
     ds = open_input(args)

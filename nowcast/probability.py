@@ -58,12 +58,18 @@ class HeadProbabilities:
     def select(self, thresholds: Sequence[float]) -> np.ndarray:
         """``(len(thresholds), T, H, W)``; a threshold the head was not trained for is a one-line error."""
         index = {float(u): k for k, u in enumerate(self.thresholds)}
-        missing = [u for u in thresholds if float(u) not in index]
+        missing = untrained_thresholds(self.thresholds, thresholds)
         if missing:
             known = ", ".join(f"{u:g}" for u in self.thresholds)
             asked = ", ".join(f"{u:g}" for u in missing)
             raise UserError(f"the model's probability head gives P(R ≥ u) for u = {known} mm/h, not {asked}")
         return self.make([index[float(u)] for u in thresholds])
+
+
+def untrained_thresholds(trained: Sequence[float], asked: Sequence[float]) -> list[float]:
+    """The thresholds in ``asked`` (mm/h) that a probability head trained for ``trained`` cannot give."""
+    known = {float(u) for u in trained}
+    return [u for u in asked if float(u) not in known]
 
 
 def neighbourhood_radius_px(lead_minutes: float, spacing_km: float, km_per_minute: float) -> int:
@@ -92,7 +98,7 @@ def exceedance(
         chosen = members.select(thresholds)
         if not km_per_minute:
             return chosen
-        return _neighbourhood_mean(chosen, lead_minutes, spacing_km, km_per_minute)
+        return _neighbourhood_mean(chosen, np.isfinite(chosen[0]), lead_minutes, spacing_km, km_per_minute)
     count = len(members)
     if km_per_minute is None:
         km_per_minute = NEIGHBOURHOOD_KM_PER_MINUTE if count == 1 else 0.0
@@ -106,15 +112,9 @@ def exceedance(
         filled = np.nan_to_num(member, nan=0.0)
         for k, threshold in enumerate(thresholds):
             exceeding[k] += filled >= threshold
-    out = np.empty(exceeding.shape, dtype=np.float32)
-    for k in range(len(thresholds)):
-        for t, lead in enumerate(lead_minutes):
-            # the neighbourhood mean is linear and its mask is every member's: filter the member fraction once
-            fraction = exceeding[k, t].astype(np.float32) / np.float32(count)
-            radius = neighbourhood_radius_px(lead, spacing_km, km_per_minute)
-            out[k, t] = neighbourhood_fraction(fraction, ~no_data[t], radius)
-    out[:, no_data] = np.nan
-    return out
+    # the neighbourhood mean is linear and its mask is every member's: filter the member fraction once
+    fraction = exceeding.astype(np.float32) / np.float32(count)
+    return _neighbourhood_mean(fraction, ~no_data, lead_minutes, spacing_km, km_per_minute)
 
 
 def neighbourhood_fraction(event: np.ndarray, valid: np.ndarray, radius: int) -> np.ndarray:
@@ -132,11 +132,17 @@ def neighbourhood_fraction(event: np.ndarray, valid: np.ndarray, radius: int) ->
 
 
 def _neighbourhood_mean(
-    probability: np.ndarray, lead_minutes: Sequence[float], spacing_km: float, km_per_minute: float
+    probability: np.ndarray,
+    valid: np.ndarray,
+    lead_minutes: Sequence[float],
+    spacing_km: float,
+    km_per_minute: float,
 ) -> np.ndarray:
-    """Each ``(U, T, H, W)`` probability field averaged over its lead's neighbourhood; NaN kept."""
+    """Each ``(U, T, H, W)`` probability field averaged over its lead's neighbourhood; NaN where not valid.
+
+    Only ``valid`` ``(T, H, W)`` pixels count in a neighbourhood (see :func:`neighbourhood_fraction`).
+    """
     out = np.empty_like(probability)
-    valid = np.isfinite(probability[0])  # (T, H, W)
     for k in range(len(probability)):
         for t, lead in enumerate(lead_minutes):
             radius = neighbourhood_radius_px(lead, spacing_km, km_per_minute)

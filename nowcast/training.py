@@ -164,13 +164,18 @@ def training_loss(
     """
     loss = masked_loss(name, pred, target, valid, loss_weights(name, target, bundle))
     if name == "logcsi":
-        for u, weight in zip(cfg.csi_thresholds, cfg.csi_weights, strict=True):
-            threshold = float(bundle.transform.encode(torch.tensor(float(u))))
+        levels = model_space(bundle, cfg.csi_thresholds)
+        for threshold, weight in zip(levels, cfg.csi_weights, strict=True):
             loss = loss + weight * (1.0 - soft_csi(pred, target, valid, threshold, 0.02))
     if logits is not None:
-        levels = [float(bundle.transform.encode(torch.tensor(float(u)))) for u in probability_thresholds]
+        levels = model_space(bundle, probability_thresholds)
         loss = loss + cfg.probability_weight * probability_loss(logits, target, valid, levels)
     return loss
+
+
+def model_space(bundle: DataBundle, rates_mm_h) -> list[float]:
+    """Rain rates (mm/h) in model space, through the data transform."""
+    return [float(bundle.transform.encode(torch.tensor(float(u)))) for u in rates_mm_h]
 
 
 def probability_loss(
@@ -283,10 +288,7 @@ class Trainer:
     def _initial_weights(self) -> None:
         """The probability head's start, ``trainer.init_from``'s weights, and ``trainer.train_only``."""
         if self.model.probability_conv is not None:
-            encode = self.bundle.transform.encode
-            self.model.init_probability_head(
-                [float(encode(torch.tensor(u))) for u in self.model_config.probability_thresholds]
-            )
+            self.model.init_probability_head(model_space(self.bundle, self.model_config.probability_thresholds))
         if self.tcfg.init_from:
             init_weights(self.model, Path(str(self.tcfg.init_from)), self.bundle.transform.to_dict())
         if self.tcfg.train_only == "probability_head":
@@ -432,15 +434,13 @@ class Trainer:
                 self.model, x, self.bundle.t_out, step, self.precision.name, training=training
             )
             if not seconds:  # nothing to choose between: no fusable layer, so nothing was timed
-                self._apply_memory_format(current)
                 log.info("unroll: %s, %s (no fusable layer)", name, current)
                 return name, current
             report += [f"{k} {layout} {v:.3f} s" for k, v in seconds.items()]
             fastest = seconds[name]
             if best is None or fastest < best[0]:
                 best = (fastest, name, layout)
-        _, name, layout = best
-        self._apply_memory_format(layout)
+        _, name, layout = best  # fit applies the layout
         log.info("unroll: %s, %s (one training step timed on this machine: %s)", name, layout, ", ".join(report))
         return name, layout
 

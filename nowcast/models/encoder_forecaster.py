@@ -257,8 +257,9 @@ class EncoderForecaster(nn.Module):
             hidden_all.append(layer_input)  # (n_out*B, C_hid, h', w')
 
         features = torch.cat(hidden_all, dim=1)  # (n_out*B, sum(hidden), h', w')
-        if self.config.head == "residual":
-            y = self._residual(self.output_conv(features), frames[:, -1], n_out, h, w)
+        basis = self._blur_basis(frames[:, -1]) if self.config.head == "residual" else None  # (B, 1 + K, H, W)
+        if basis is not None:
+            y = self._residual(self.output_conv(features), basis, n_out, h, w)
         else:
             y = F.pixel_shuffle(self.output_conv(features), p)  # (n_out*B, C, H+pad, W+pad)
             y = y[..., :h, :w]
@@ -267,30 +268,28 @@ class EncoderForecaster(nn.Module):
             return y
         if self.probability_conv is None:
             raise ValueError("this model has no probability head (model.probability_thresholds is empty)")
-        logits = self._probability_logits(self.probability_conv(features), frames[:, -1], n_out, h, w)
+        logits = self._probability_logits(self.probability_conv(features), basis, n_out, h, w)
         return y, logits.unflatten(0, (n_out, b)).transpose(0, 1)  # (B, n_out, U, H, W)
 
-    def _residual(self, change: Tensor, last: Tensor, n_out: int, h: int, w: int) -> Tensor:
+    def _residual(self, change: Tensor, basis: Tensor, n_out: int, h: int, w: int) -> Tensor:
         """Forecast ``x_last + Δ + Σ_k β_k·(blur_k(x_last) − x_last)``, ``(n_out*B, 1, H, W)``.
 
         ``change`` holds ``Δ`` and the ``β_k`` at patch resolution, ``(n_out*B, 1 + K, h', w')``;
-        ``last`` is the last input frame ``(B, 1, H, W)``.
+        ``basis`` is :meth:`_blur_basis` of the last input frame, ``(B, 1 + K, H, W)``.
         """
         change = self._upsample(change, h, w).unflatten(0, (n_out, -1))  # (n_out, B, 1 + K, H, W)
-        basis = self._blur_basis(last)  # (B, 1 + K, H, W)
         last = basis[:, :1]
         out = last + change[:, :, :1]
         for k in range(len(self.config.blur_sigmas)):
             out = out + change[:, :, k + 1 : k + 2] * (basis[:, k + 1 : k + 2] - last)
         return out.flatten(0, 1)
 
-    def _probability_logits(self, coefficients: Tensor, last: Tensor, n_out: int, h: int, w: int) -> Tensor:
+    def _probability_logits(self, coefficients: Tensor, basis: Tensor, n_out: int, h: int, w: int) -> Tensor:
         """Logits ``a + b_0·x_last + Σ_k b_k·blur_k(x_last)`` per threshold, ``(n_out*B, U, H, W)``.
 
         ``coefficients`` ``(n_out*B, U·(2 + K), h', w')`` at patch resolution, grouped by threshold;
-        ``last`` the last input frame ``(B, 1, H, W)``.
+        ``basis`` is :meth:`_blur_basis` of the last input frame, ``(B, 1 + K, H, W)``.
         """
-        basis = self._blur_basis(last)  # (B, 1 + K, H, W): x_last and its blurs
         coefficients = self._upsample(coefficients, h, w).unflatten(0, (n_out, -1))  # (n_out, B, U*(2+K), H, W)
         coefficients = coefficients.unflatten(2, (len(self.config.probability_thresholds), -1))  # (.., U, 2+K, ..)
         logits = coefficients[:, :, :, 0] + (coefficients[:, :, :, 1:] * basis[:, None]).sum(dim=3)
