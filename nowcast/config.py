@@ -87,6 +87,7 @@ class LagrangianRadarDataConfig(RadarCommonConfig):
     max_size_km: float = 512.0
     max_boxes: int = 4  # boxes of max_size_km taken from a larger mosaic
     min_wet_fraction: float = 0.02
+    intensity_jitter_db: float = 0.0  # training items' rain rates scaled by one factor within ±this many dB
     samples_per_epoch: int = 100000
     val_size: int = 128
     test_size: int = 128
@@ -174,6 +175,7 @@ RANGES: tuple[tuple[str, float, float, bool], ...] = (
     ("model.patch_size", 1, 64, True),
     ("data.t_in", 1, 1000, True),
     ("data.t_out", 1, 1000, True),
+    ("data.intensity_jitter_db", 0, 20, True),
 )
 
 

@@ -7,6 +7,7 @@ from scipy.ndimage import gaussian_filter
 
 from nowcast import lagrangian, regrid
 from nowcast.baselines import extrapolation, motion_field
+from nowcast.data.lagrangian import LagrangianWindows
 from nowcast.forecast import RAIN_FLOOR_MM_H, Forecaster, smooth_by_lead, symmetric_run
 from nowcast.models import EncoderForecaster, ModelConfig
 from nowcast.probability import MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE, MODEL_MEMBERS
@@ -330,3 +331,27 @@ def test_forecaster_times_the_unroll_once_and_both_forecast_alike():
     other.model.load_state_dict(forecaster.model.state_dict())
     other.unroll = "fused" if forecaster.unroll == "split" else "split"
     np.testing.assert_allclose(other.forecast(rates, 4, 5.0), first, atol=1e-4, equal_nan=True)
+
+
+def test_intensity_jitter_scales_each_item_by_one_factor_within_its_range():
+    transform = Transform("log1p", 100.0)
+    rng = np.random.default_rng(3)
+    rates = rng.lognormal(0.0, 1.0, size=(6, 4, 8, 8)).astype(np.float32)
+    arrays = {
+        "frames": transform.encode(rates).astype(np.float16),
+        "valid": np.ones(rates.shape, bool),
+        "step_minutes": np.full(6, 5.0, np.float32),
+    }
+    plain = LagrangianWindows(arrays, augment=True, seed=0, length=20)
+    jittered = LagrangianWindows(arrays, augment=True, seed=0, length=20, jitter_db=3.0, transform=transform)
+    factors = []
+    for i in range(20):
+        before = transform.decode(plain[i]["frames"].numpy().astype(np.float64))
+        after = transform.decode(jittered[i]["frames"].numpy().astype(np.float64))
+        ratio = after[before > 0.1] / before[before > 0.1]
+        np.testing.assert_allclose(ratio, ratio[0], rtol=1e-4)  # one factor for the whole item
+        assert np.array_equal(plain[i]["valid"], jittered[i]["valid"])
+        factors.append(ratio[0])
+    assert 10 ** (-0.3) <= min(factors) < 1 < max(factors) <= 10**0.3
+    with pytest.raises(ValueError, match="transform"):
+        LagrangianWindows(arrays, augment=True, seed=0, jitter_db=3.0)

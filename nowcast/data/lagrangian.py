@@ -184,14 +184,29 @@ class LagrangianWindows(Dataset):
     """Cached Lagrangian crops; item ``i`` is a pure function of ``(seed, i)``.
 
     Items: ``frames`` ``(T, 1, c, c)`` (model space), ``valid`` (1 where the pixel was observed
-    and did not come from outside the domain) and ``step_minutes``.
+    and did not come from outside the domain) and ``step_minutes``. With ``augment``, each item is
+    rotated and mirrored at random, and with ``jitter_db > 0`` all its rain rates are multiplied by
+    one factor 10^(d/10), d uniform in ±``jitter_db`` dB (a radar calibrated a little higher or
+    lower; ``transform`` maps model space to mm/h and back).
     """
 
-    def __init__(self, arrays: dict[str, np.ndarray], augment: bool, seed: int, length: int | None = None) -> None:
+    def __init__(
+        self,
+        arrays: dict[str, np.ndarray],
+        augment: bool,
+        seed: int,
+        length: int | None = None,
+        jitter_db: float = 0.0,
+        transform: Transform | None = None,
+    ) -> None:
+        if jitter_db > 0 and transform is None:
+            raise ValueError("an intensity jitter needs the transform of the cached frames")
         self.arrays = arrays
         self.augment = augment
         self.seed = seed
         self.length = length if length is not None else len(arrays["frames"])
+        self.jitter_db = jitter_db
+        self.transform = transform
 
     def __len__(self) -> int:
         return self.length
@@ -206,6 +221,9 @@ class LagrangianWindows(Dataset):
             frames, valid = np.rot90(frames, k, axes=(1, 2)), np.rot90(valid, k, axes=(1, 2))
             if flip:
                 frames, valid = frames[:, :, ::-1], valid[:, :, ::-1]
+            if self.jitter_db > 0:
+                factor = 10 ** (rng.uniform(-self.jitter_db, self.jitter_db) / 10)
+                frames = self.transform.encode(self.transform.decode(frames) * factor).astype(np.float32)
         return {
             "frames": torch.from_numpy(np.ascontiguousarray(frames)).unsqueeze(1),
             "valid": torch.from_numpy(np.ascontiguousarray(valid, dtype=np.float32)).unsqueeze(1),
@@ -228,11 +246,14 @@ def build_lagrangian_bundle(cfg: Any) -> DataBundle:
     half = max(1, len(order) // 2)
     val = {k: v[order[:half]] for k, v in held.items()}
     test = {k: v[order[half:]] if len(order) > 1 else v for k, v in held.items()}
+    transform = Transform("log1p", cfg.transform_scale_mm_h)
     return DataBundle(
-        train=LagrangianWindows(train, cfg.augment, cfg.seed, cfg.samples_per_epoch),
+        train=LagrangianWindows(
+            train, cfg.augment, cfg.seed, cfg.samples_per_epoch, cfg.intensity_jitter_db, transform
+        ),
         val=LagrangianWindows(val, False, cfg.seed + 1, min(cfg.val_size, len(val["frames"]))),
         test=LagrangianWindows(test, False, cfg.seed + 2, min(cfg.test_size, len(test["frames"]))),
-        transform=Transform("log1p", cfg.transform_scale_mm_h),
+        transform=transform,
         t_in=cfg.t_in,
         t_out=cfg.t_out,
         thresholds=[float(t) for t in cfg.thresholds],
