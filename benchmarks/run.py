@@ -47,7 +47,7 @@ from nowcast.forecast import Forecaster
 from nowcast.graphs import GraphedStep, make_capturable
 from nowcast.models import EncoderForecaster, ModelConfig
 from nowcast.precision import autocast, cpu_capability, resolve_precision
-from nowcast.unroll import choose_unroll
+from nowcast.unroll import choose_unroll_and_layout
 
 
 @dataclass
@@ -183,20 +183,14 @@ def chosen_setup(case: Case, device, precision: str) -> tuple[str, bool]:
     timed in the model's own format (channels-last on a CPU, NCHW on a GPU). Returns
     ``(unroll, channels_last)``.
     """
-    layouts = [False, True] if device.type == "cpu" and precision == "32" else [device.type == "cpu"]
+    own = "channels_last" if device.type == "cpu" else "contiguous"
+    layouts = ["contiguous", "channels_last"] if device.type == "cpu" and precision == "32" else [own]
     frames = torch.rand(case.batch, case.t_in, 1, case.size, case.size, device=device)
     step = torch.full((case.batch,), 10.0, device=device)
-    best: tuple[float, str, bool] | None = None
-    for channels_last in layouts:
-        torch.manual_seed(0)
-        model = EncoderForecaster(case.config).to(device)
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        name, seconds = choose_unroll(model, frames, case.t_out, step, precision)
-        fastest = seconds.get(name, 0.0)
-        if best is None or fastest < best[0]:
-            best = (fastest, name, channels_last)
-    return best[1], best[2]
+    torch.manual_seed(0)
+    model = EncoderForecaster(case.config).to(device)
+    name, layout, _ = choose_unroll_and_layout(model, frames, case.t_out, step, precision, layouts)
+    return name, layout == "channels_last"
 
 
 def training_stepper(

@@ -44,7 +44,7 @@ from nowcast.graphs import GraphedStep, make_capturable, set_learning_rate
 from nowcast.metrics import HKO7_EDGES_MM_H, HKO7_WEIGHTS
 from nowcast.models import EncoderForecaster, ModelConfig, count_parameters
 from nowcast.precision import resolve_precision
-from nowcast.unroll import choose_unroll
+from nowcast.unroll import apply_memory_format, choose_unroll_and_layout
 
 log = logging.getLogger(__name__)
 
@@ -426,29 +426,15 @@ class Trainer:
         layouts = [current]
         if self.device.type == "cpu" and self.precision.name == "32" and self.net is self.model:
             layouts = ["contiguous", "channels_last"]
-        best: tuple[float, str, str] | None = None
-        report = []
-        for layout in layouts:
-            self._apply_memory_format(layout)
-            name, seconds = choose_unroll(
-                self.model, x, self.bundle.t_out, step, self.precision.name, training=training
-            )
-            if not seconds:  # nothing to choose between: no fusable layer, so nothing was timed
-                log.info("unroll: %s, %s (no fusable layer)", name, current)
-                return name, current
-            report += [f"{k} {layout} {v:.3f} s" for k, v in seconds.items()]
-            fastest = seconds[name]
-            if best is None or fastest < best[0]:
-                best = (fastest, name, layout)
-        _, name, layout = best  # fit applies the layout
-        log.info("unroll: %s, %s (one training step timed on this machine: %s)", name, layout, ", ".join(report))
-        return name, layout
-
-    def _apply_memory_format(self, name: str) -> None:
-        """Put the weights in memory format ``name`` (``channels_last``/``contiguous``; empty: as they are)."""
-        if name:
-            layout = torch.channels_last if name == "channels_last" else torch.contiguous_format
-            self.model.to(memory_format=layout)
+        name, layout, seconds = choose_unroll_and_layout(
+            self.model, x, self.bundle.t_out, step, self.precision.name, layouts, training=training
+        )
+        if not seconds:
+            log.info("unroll: %s, %s (no fusable layer)", name, current)
+            return name, current
+        report = ", ".join(f"{k} {v:.3f} s" for k, v in seconds.items())
+        log.info("unroll: %s, %s (one training step timed on this machine: %s)", name, layout, report)
+        return name, layout  # fit applies the layout
 
     @torch.no_grad()
     def validate(self) -> float:
@@ -491,7 +477,7 @@ class Trainer:
         deadline = time.monotonic() + 60.0 * self.tcfg.max_minutes if self.tcfg.max_minutes else math.inf
         if not self.state.unroll:  # timed inside the budget
             self.state.unroll, self.state.memory_format = self._choose_unroll()
-        self._apply_memory_format(self.state.memory_format)
+        apply_memory_format(self.model, self.state.memory_format)
         self.model.unroll = self.state.unroll
         window_loss, window_steps, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
         try:

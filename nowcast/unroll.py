@@ -64,6 +64,42 @@ def choose_unroll(
     return min(medians, key=medians.get), medians
 
 
+def apply_memory_format(model: torch.nn.Module, name: str) -> None:
+    """Put ``model``'s weights in memory format ``name`` (``channels_last``/``contiguous``; empty: as they are)."""
+    if name:
+        model.to(memory_format=torch.channels_last if name == "channels_last" else torch.contiguous_format)
+
+
+def choose_unroll_and_layout(
+    model: EncoderForecaster,
+    frames: torch.Tensor,
+    n_out: int,
+    step_minutes: torch.Tensor | None,
+    precision: str,
+    layouts: list[str],
+    training: bool = True,
+) -> tuple[str, str, dict[str, float]]:
+    """The fastest pair of unroll and memory format among ``layouts``: ``(unroll, layout, seconds)``.
+
+    Puts ``model`` in each layout in turn and times both unrolls there (:func:`choose_unroll`);
+    ``seconds`` is keyed ``"unroll layout"``. A model without fusable layers is timed in no layout:
+    ``seconds`` is then empty and the layout the first of ``layouts``. ``model`` is left in the last
+    layout timed; the caller applies the one chosen.
+    """
+    best: tuple[float, str, str] | None = None
+    report: dict[str, float] = {}
+    for layout in layouts:
+        apply_memory_format(model, layout)
+        name, seconds = choose_unroll(model, frames, n_out, step_minutes, precision, training=training)
+        if not seconds:  # nothing to choose between: no fusable layer, so nothing was timed
+            return name, layouts[0], {}
+        report.update({f"{k} {layout}": v for k, v in seconds.items()})
+        if best is None or seconds[name] < best[0]:
+            best = (seconds[name], name, layout)
+    _, name, layout = best
+    return name, layout, report
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

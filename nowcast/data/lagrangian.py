@@ -172,12 +172,17 @@ def source_cache(path: str, cfg: Any) -> dict[str, np.ndarray]:
     if not frames:
         raise UserError(f"{path}: no rainy window of {n_frames} frames (lower data.min_wet_fraction)")
     arrays = {"frames": np.stack(frames), "valid": np.stack(valid), "step_minutes": np.asarray(steps, np.float32)}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.stem + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(cache)
+    save_npz(cache, arrays)
     log.info("cached %d Lagrangian crops of %s in %s", len(frames), path, cache)
     return arrays
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` to ``path`` (uncompressed ``.npz``) atomically: a temporary file, then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
 
 
 class LagrangianWindows(Dataset):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nowcast.data.lagrangian import save_npz
 from nowcast.errors import UserError
 from nowcast.transforms import Transform
 
@@ -62,9 +63,7 @@ def pack(cache_files: list[Path], out: Path, transform: Transform) -> None:
         arrays[f"{index}_codes"] = np.frombuffer(lzma.compress(codes.tobytes()), np.uint8)
         arrays[f"{index}_valid"] = np.frombuffer(lzma.compress(np.packbits(valid).tobytes()), np.uint8)
         arrays[f"{index}_step_minutes"] = steps
-    tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(out)
+    save_npz(out, arrays)
 
 
 def unpack(packed: Path, cache_dir: Path) -> list[Path]:
@@ -72,7 +71,6 @@ def unpack(packed: Path, cache_dir: Path) -> list[Path]:
     with np.load(packed) as data:
         transform = Transform("log1p", float(data["transform_scale_mm_h"]))
         count = sum(1 for key in data.files if key.endswith("_name"))
-        cache_dir.mkdir(parents=True, exist_ok=True)
         written = []
         for index in range(count):
             shape = tuple(int(n) for n in data[f"{index}_shape"])
@@ -81,9 +79,7 @@ def unpack(packed: Path, cache_dir: Path) -> list[Path]:
             valid = np.unpackbits(bits, count=int(np.prod(shape))).reshape(shape).astype(bool)
             frames = transform.encode(decode_rates(codes)).astype(np.float16)
             path = cache_dir / str(data[f"{index}_name"])
-            tmp = path.with_name(path.stem + ".tmp.npz")
-            np.savez(tmp, frames=frames, valid=valid, step_minutes=data[f"{index}_step_minutes"])
-            tmp.replace(path)
+            save_npz(path, {"frames": frames, "valid": valid, "step_minutes": data[f"{index}_step_minutes"]})
             written.append(path)
     return written
 
