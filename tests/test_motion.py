@@ -83,3 +83,32 @@ def test_local_outliers_equal_pysteps(count):
     expected = detect_outliers(vectors, 3.0, coords, 30) if count > 1 else np.zeros(1, bool)
     np.testing.assert_array_equal(motion.local_outliers(vectors, coords), expected)
     assert count < 100 or expected.sum() > 10
+
+
+@pytest.mark.parametrize("count", [1, 2, 7, 500])
+def test_decluster_equals_pysteps(count):
+    from pysteps.utils.cleansing import decluster
+
+    rng = np.random.default_rng(count)
+    coords = rng.uniform(0, 200, (count, 2))
+    coords[: count // 3] = np.round(coords[: count // 3] / 20) * 20  # points on the cells' edges too
+    vectors = rng.normal(2.0, 0.5, (count, 2))
+    expected_coords, expected_vectors = decluster(coords, vectors, 20, 1)
+    ours_coords, ours_vectors = motion.decluster(coords, vectors, 20)
+    np.testing.assert_array_equal(ours_coords, expected_coords)
+    np.testing.assert_array_equal(ours_vectors, expected_vectors)
+    assert count < 100 or len(ours_coords) < count / 2  # it does merge
+
+
+@pytest.mark.parametrize("count", [1, 3, 300])
+def test_idw_interpolation_equals_pysteps(count):
+    from pysteps.utils.interpolate import idwinterp2d
+
+    rng = np.random.default_rng(count)
+    coords = rng.uniform(0, 120, (count, 2))
+    vectors = rng.normal(1.0, 2.0, (count, 2))
+    xgrid, ygrid = motion.nodes_of(130, 4), motion.nodes_of(97, 4)
+    expected = idwinterp2d(coords, vectors, xgrid, ygrid, dist_offset=0.125)
+    ours = motion.idw_interpolation(coords, vectors, xgrid, ygrid, 0.125)
+    assert ours.shape == (2, len(ygrid), len(xgrid))
+    np.testing.assert_allclose(ours, expected.reshape(ours.shape), rtol=1e-12, atol=1e-12)

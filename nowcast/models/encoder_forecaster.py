@@ -304,7 +304,10 @@ class EncoderForecaster(nn.Module):
     def _upsample(self, coarse: Tensor, h: int, w: int) -> Tensor:
         """Bilinear from patch resolution to ``(H, W)``, ``(N, C, h', w') -> (N, C, H, W)`` float32."""
         p = self.config.patch_size
-        fine = F.interpolate(coarse.float(), size=(h + (-h) % p, w + (-w) % p), mode="bilinear", align_corners=False)
+        # a 1×1 convolution's output can come channels-last, where this interpolation ran 3× slower
+        fine = F.interpolate(
+            coarse.float().contiguous(), size=(h + (-h) % p, w + (-w) % p), mode="bilinear", align_corners=False
+        )
         return fine[..., :h, :w]
 
     def _step_field(self, step_minutes: Tensor | None, like: Tensor) -> Tensor | None:
