@@ -67,7 +67,7 @@ def choose(checkpoint: Path, radar: Path, every: int) -> dict[float, dict]:
 #: Probability designs compared on the validation radar by ``designs``: (members, growth km/min);
 #: members 1 is the unsmoothed forecast, more are its motion-perturbed ensemble, 0 the network's
 #: probability head (when the checkpoint has one).
-DESIGNS = ((1, 0.5), (20, 0.0), (20, 0.1), (20, 0.2), (20, 0.3), (20, 0.5))
+DESIGNS = ((1, 0.5), (20, 0.0), (20, 0.1), (20, 0.2), (20, 0.3), (20, 0.4), (20, 0.5), (20, 0.7))
 HEAD_DESIGNS = ((0, 0.0), (0, 0.05), (0, 0.1), (0, 0.2), (0, 0.3), (0, 0.5))
 
 
