@@ -647,11 +647,11 @@ def distribution_matcher(reference: np.ndarray) -> Callable[[np.ndarray], np.nda
 
 
 def rank_order(values: np.ndarray) -> np.ndarray:
-    """``np.argsort(values, kind="stable")`` of non-negative rain rates ``(N,)``, in half the time.
+    """``np.argsort(values, kind="stable")`` of non-negative rain rates ``(N,)``, in 60 % of the time.
 
     Each value's float32 bits (monotone for values ≥ 0) and its index are packed into one 64-bit
-    key, and NumPy's vectorised sort of those keys (18× faster than its argsort on float32, 2×
-    with the packing) gives the order; ties keep their index order. Float64 rates that differ only
+    key, and NumPy's vectorised sort of those keys gives the order (9 ms against 16 ms for an
+    argsort of a 512 × 512 frame on a 2-core AVX2 CPU); ties keep their index order. Float64 rates that differ only
     beyond float32's precision count as ties (forecasts are float32).
     """
     bits = (values.astype(np.float32) + np.float32(0.0)).view(np.uint32)  # + 0: -0.0 sorts as 0
