@@ -47,7 +47,7 @@ from nowcast.forecast import Forecaster
 from nowcast.graphs import GraphedStep, make_capturable
 from nowcast.models import EncoderForecaster, ModelConfig
 from nowcast.precision import autocast, cpu_capability, resolve_precision
-from nowcast.unroll import choose_unroll_and_layout
+from nowcast.unroll import candidate_layouts, choose_unroll_and_layout
 
 
 @dataclass
@@ -184,7 +184,7 @@ def chosen_setup(case: Case, device, precision: str) -> tuple[str, bool]:
     ``(unroll, channels_last)``.
     """
     own = "channels_last" if device.type == "cpu" else "contiguous"
-    layouts = ["contiguous", "channels_last"] if device.type == "cpu" and precision == "32" else [own]
+    layouts = candidate_layouts(device, precision, own)
     frames = torch.rand(case.batch, case.t_in, 1, case.size, case.size, device=device)
     step = torch.full((case.batch,), 10.0, device=device)
     torch.manual_seed(0)

@@ -44,7 +44,7 @@ from nowcast.graphs import GraphedStep, make_capturable, set_learning_rate
 from nowcast.metrics import HKO7_EDGES_MM_H, HKO7_WEIGHTS
 from nowcast.models import EncoderForecaster, ModelConfig, count_parameters
 from nowcast.precision import resolve_precision
-from nowcast.unroll import apply_memory_format, choose_unroll_and_layout
+from nowcast.unroll import apply_memory_format, candidate_layouts, choose_unroll_and_layout
 
 log = logging.getLogger(__name__)
 
@@ -409,9 +409,8 @@ class Trainer:
         """The unroll and the weights' memory format of the run: ``(unroll, memory_format)``.
 
         ``trainer.unroll``, or for ``auto`` the faster unroll timed on the first training batch.
-        On a CPU in fp32, in one process without ``compile``, ``auto`` also times both memory
-        formats: on a 2-core AVX2 CPU channels-last trained the paper's Moving-MNIST net at 0.81×
-        NCHW's speed and the radar net at 1.17×.
+        In one process without ``compile``, ``auto`` also times the memory formats of
+        :func:`~nowcast.unroll.candidate_layouts` (both on a CPU in fp32).
         """
         current = "channels_last" if self.model.channels_last else "contiguous"
         if self.tcfg.unroll != "auto":
@@ -423,9 +422,8 @@ class Trainer:
         x = x.contiguous()
         # with the network frozen (train_only=probability_head) a training step is its forward pass
         training = self.tcfg.train_only == "all"
-        layouts = [current]
-        if self.device.type == "cpu" and self.precision.name == "32" and self.net is self.model:
-            layouts = ["contiguous", "channels_last"]
+        one_plain_process = self.net is self.model  # no DDP wrapper, no compiled graph
+        layouts = candidate_layouts(self.device, self.precision.name, current) if one_plain_process else [current]
         name, layout, seconds = choose_unroll_and_layout(
             self.model, x, self.bundle.t_out, step, self.precision.name, layouts, training=training
         )

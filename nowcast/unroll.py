@@ -70,6 +70,17 @@ def apply_memory_format(model: torch.nn.Module, name: str) -> None:
         model.to(memory_format=torch.channels_last if name == "channels_last" else torch.contiguous_format)
 
 
+def candidate_layouts(device: torch.device, precision: str, own: str) -> list[str]:
+    """The memory formats ``auto`` times: both on a CPU in fp32, where either can win, else ``own``.
+
+    On a 2-core AVX2 CPU in fp32 channels-last trained the paper's Moving-MNIST net at 0.81× NCHW's
+    speed and the radar net at 1.17×; elsewhere the model keeps its own format (``own``).
+    """
+    if device.type == "cpu" and precision == "32":
+        return ["contiguous", "channels_last"]
+    return [own]
+
+
 def choose_unroll_and_layout(
     model: EncoderForecaster,
     frames: torch.Tensor,
