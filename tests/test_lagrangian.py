@@ -63,6 +63,19 @@ def test_resampling_round_trip_keeps_rain_totals(shape, new):
     assert np.isnan(back[:, 0, 0]).all() and np.isfinite(back[:, -1, -1]).all()
 
 
+@pytest.mark.parametrize("new", [(128, 128), (100, 73)])
+def test_refining_is_scikit_images_bilinear_resize(new):
+    from skimage.transform import resize
+
+    field = np.random.default_rng(1).gamma(0.5, 2.0, size=(64, 48)).astype(np.float32)
+    expected = resize(field, new, order=1, anti_aliasing=False, mode="edge")
+    np.testing.assert_allclose(regrid._linear(field, new, coarsen=False), expected, atol=1e-3 * field.max())
+    with_no_data = field.copy()
+    with_no_data[:3, :3] = np.nan  # the weighted path gives the same values away from the gap
+    gap, whole = regrid.resample(with_no_data, new), regrid.resample(field, new)
+    np.testing.assert_allclose(gap[-20:, -20:], whole[-20:, -20:], rtol=1e-3)
+
+
 def test_grid_spacing_from_coordinate_units():
     import xarray as xr
 
@@ -182,6 +195,28 @@ def test_motion_perturbed_members_spread_with_lead_time():
     assert spread[0] < spread[-1] and spread[-1] > 0.05
     again = forecaster.forecast_for_probabilities(rates, 6, 5.0, members=6)[1]
     np.testing.assert_array_equal(again, members)  # member k is seeded by k
+
+
+@pytest.mark.parametrize("spacing", [0.5, 1.0])
+def test_members_count_themselves_as_exceedance_counts_their_fields(spacing):
+    """The fast count (no quantile map of every pixel) equals thresholding every member's field."""
+    from scipy.ndimage import gaussian_filter
+
+    from nowcast.probability import count_exceeding
+
+    rng = np.random.default_rng(4)
+    field = gaussian_filter(np.maximum(rng.gamma(0.4, 6.0, (64, 64)) - 1.0, 0.0), 1.0).astype(np.float32)
+    rates = np.stack([np.roll(field, 2 * t, axis=1) for t in range(5)])  # rain from 0 to tens of mm/h
+    rates[:, :6, :9] = np.nan  # no data in a corner
+    forecaster = _lagrangian_forecaster()
+    forecaster.probability_matching = "cdf"
+    _, members = forecaster.forecast_for_probabilities(rates, 4, 5.0, spacing_km=(spacing, spacing), members=3)
+    thresholds = [0.05, 0.1, 1.0, 2.5, 5.0, 1e3]  # below the rain floor, at it, above every value
+    got, got_no_data = members.exceeding(thresholds)
+    want, want_no_data = count_exceeding(iter(members), thresholds)
+    np.testing.assert_array_equal(got_no_data, want_no_data)
+    np.testing.assert_array_equal(got, want)
+    assert 0 < got[2].mean() < 3 and not got[-1].any()
 
 
 def test_lagrangian_forecast_on_a_500m_grid_comes_back_on_it():
