@@ -5,7 +5,7 @@ dB-transformed rain (:func:`nowcast.baselines.motion_field`). Displacements are 
 semi-Lagrangian ones (``pysteps.extrapolation.semilagrangian.extrapolate`` with
 ``return_displacement=True``, on a grid every few pixels, see :mod:`nowcast.motion`), computed
 once per window and reused for every frame; a field is
-warped exactly as pysteps warps it (bilinear ``map_coordinates``, NaN from outside the domain).
+warped as pysteps warps it (bilinear ``map_coordinates``, NaN from outside the domain; see :func:`warp`).
 
 * :func:`inputs_to_lagrangian`: the input frame ``k`` steps before the analysis time, advected
   ``k`` steps forward, so every input lies on the analysis frame.
