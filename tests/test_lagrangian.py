@@ -202,7 +202,7 @@ def test_members_count_themselves_as_exceedance_counts_their_fields(spacing):
     """The fast count (no quantile map of every pixel) equals thresholding every member's field."""
     from scipy.ndimage import gaussian_filter
 
-    from nowcast.probability import count_exceeding
+    from nowcast.probability import count_exceeding, exceedance
 
     rng = np.random.default_rng(4)
     field = gaussian_filter(np.maximum(rng.gamma(0.4, 6.0, (64, 64)) - 1.0, 0.0), 1.0).astype(np.float32)
@@ -217,6 +217,9 @@ def test_members_count_themselves_as_exceedance_counts_their_fields(spacing):
     np.testing.assert_array_equal(got_no_data, want_no_data)
     np.testing.assert_array_equal(got, want)
     assert 0 < got[2].mean() < 3 and not got[-1].any()
+    lead = [5.0, 10.0, 15.0, 20.0]  # and exceedance takes the fast count for such members
+    fast = exceedance(members, [1.0, 5.0], lead, spacing, 0.5)
+    np.testing.assert_array_equal(fast, exceedance(np.asarray(members), [1.0, 5.0], lead, spacing, 0.5))
 
 
 def test_lagrangian_forecast_on_a_500m_grid_comes_back_on_it():
