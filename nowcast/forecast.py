@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -444,8 +443,7 @@ class PerturbedMembers:
                         counts[k, j] += self.run.at_or_above(moved, float(threshold))
             return counts
 
-        with ThreadPoolExecutor(workers) as pool:
-            counts = sum(pool.map(count_some, range(workers)))
+        counts = sum(map_frames(count_some, workers))
         no_data = np.broadcast_to(self.run.no_data, (n_out, *self.run.shape)).copy()
         return counts, no_data
 
