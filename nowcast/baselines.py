@@ -19,6 +19,7 @@ import numpy as np
 
 from nowcast._quiet import import_pysteps
 from nowcast.motion import MOTION_STRIDE, lucas_kanade
+from nowcast.parallel import worker_count
 
 #: dB transform settings for motion and S-PROG: rates below 0.1 mm/h are "no rain" at -15 dBR.
 RAIN_THRESHOLD_MM_H = 0.1
@@ -89,5 +90,6 @@ def sprog(rates: np.ndarray, n_out: int, velocity: np.ndarray | None = None, n_c
             n_out,
             precip_thr=RAIN_THRESHOLD_DBR,
             n_cascade_levels=n_cascade_levels,
+            num_workers=worker_count(),  # the cores every method gets (cascade levels in parallel)
         )
     return _mask_like_last(from_dbr(out), rates)

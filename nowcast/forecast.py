@@ -19,7 +19,7 @@ import torch
 from nowcast.checkpoint import CheckpointError, file_sha256, load_checkpoint
 from nowcast.models import EncoderForecaster, ModelConfig
 from nowcast.motion import MotionPerturbation
-from nowcast.parallel import map_frames
+from nowcast.parallel import map_frames, worker_count
 from nowcast.precision import autocast, resolve_precision
 from nowcast.probability import HeadProbabilities
 from nowcast.transforms import Transform
@@ -431,7 +431,7 @@ class PerturbedMembers:
         on 1 km radars (2-core AVX2 CPU, ``benchmarks/results/predict_versus_round13.md``).
         """
         n_out = self.plain.shape[0]
-        workers = max(1, min(self.count, torch.get_num_threads()))
+        workers = min(self.count, worker_count())
 
         def count_some(first: int) -> np.ndarray:  # members first, first + workers, …, one thread each
             counts = np.zeros((len(thresholds), n_out, *self.run.shape), dtype=np.uint16)

@@ -32,6 +32,7 @@ import numpy as np
 from nowcast import baselines
 from nowcast._quiet import import_pysteps
 from nowcast.errors import UserError
+from nowcast.parallel import worker_count
 from nowcast.probability import (
     HEAD_NEIGHBOURHOOD_KM_PER_MINUTE,
     MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE,
@@ -112,7 +113,9 @@ def steps(window: Window, members: int = DEFAULT_MEMBERS, seed: int = 0) -> np.n
 
     Settings follow pysteps' STEPS example: 6 cascade levels, nonparametric noise, motion
     perturbations (``bps``) scaled by the grid spacing and time step, incremental masking and CDF
-    probability matching. A dry scene gives all-zero members.
+    probability matching. A dry scene gives all-zero members. The members run on
+    :func:`~nowcast.parallel.worker_count` cores (pysteps' ``num_workers``, through dask), as the
+    network's do; the result does not depend on it (tested).
     """
     pysteps = import_pysteps()
     rates = window.rates
@@ -136,6 +139,7 @@ def steps(window: Window, members: int = DEFAULT_MEMBERS, seed: int = 0) -> np.n
                 vel_pert_method="bps",
                 mask_method="incremental",
                 seed=seed,
+                num_workers=worker_count(),  # members in parallel, on the cores the network gets
             )
         out = baselines.from_dbr(out).astype(np.float32)
     out[:, :, ~np.isfinite(rates[-1])] = np.nan

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from nowcast._quiet import import_pysteps
+from nowcast.parallel import worker_count
 
 #: Spacing in pixels of the grid on which motion and displacements are computed (1: every pixel).
 MOTION_STRIDE = 4
@@ -114,7 +115,7 @@ def idw_interpolation(
     gx, gy = np.meshgrid(xgrid, ygrid)
     grid = np.column_stack((gx.ravel(), gy.ravel()))
     k = min(IDW_NEIGHBOURS, len(coords))
-    distance, index = cKDTree(coords).query(grid, k=k, workers=torch.get_num_threads())
+    distance, index = cKDTree(coords).query(grid, k=k, workers=worker_count())
     if distance.ndim == 1:
         distance, index = distance[:, None], index[:, None]
     spacing = np.mean(np.abs([np.gradient(xgrid).mean(), np.gradient(ygrid).mean()]))

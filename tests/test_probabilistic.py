@@ -116,6 +116,29 @@ def test_every_method_answers_members_times_leads(name):
     assert deterministic(out).shape == (3, 48, 48)
 
 
+@pytest.mark.parametrize("name", ["sprog", "steps"])
+def test_pysteps_methods_are_the_same_on_one_core_and_on_two(name, monkeypatch):
+    """STEPS and S-PROG get the network's cores (pysteps' ``num_workers``), which must not change them."""
+    import pysteps.nowcasts
+
+    import nowcast.parallel
+
+    pysteps_method, workers_asked = pysteps.nowcasts.get_method, []
+
+    def spy(method_name):
+        method = pysteps_method(method_name)
+        return lambda *args, **kwargs: workers_asked.append(kwargs["num_workers"]) or method(*args, **kwargs)
+
+    monkeypatch.setattr(pysteps.nowcasts, "get_method", spy)
+    window = Window(moving_rain(), n_out=3, step_minutes=5.0)
+    by_cores = {}
+    for cores in (1, 2):
+        monkeypatch.setattr(nowcast.parallel.torch, "get_num_threads", lambda cores=cores: cores)
+        by_cores[cores] = get_method(name, members=3)(window)
+    assert workers_asked == [1, 2]
+    np.testing.assert_array_equal(by_cores[1], by_cores[2])
+
+
 def test_unknown_method_lists_the_known_ones():
     with pytest.raises(UserError, match="steps"):
         get_method("optical")
