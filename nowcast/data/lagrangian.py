@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from nowcast import lagrangian, regrid
 from nowcast.baselines import motion_field
+from nowcast.checkpoint import atomic_write
 from nowcast.data import DataBundle
 from nowcast.errors import UserError
 from nowcast.io.radar import ZR, expand_paths, open_radar, split_sequences
@@ -178,11 +179,13 @@ def source_cache(path: str, cfg: Any) -> dict[str, np.ndarray]:
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` to ``path`` (uncompressed ``.npz``) atomically: a temporary file, then renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    """Write ``arrays`` to ``path`` (uncompressed ``.npz``) atomically, as checkpoints are written."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+            np.savez(f, **arrays)
+
+    atomic_write(path, write)
 
 
 class LagrangianWindows(Dataset):
