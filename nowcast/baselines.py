@@ -20,17 +20,18 @@ import numpy as np
 from nowcast._quiet import import_pysteps
 from nowcast.motion import MOTION_STRIDE, lucas_kanade
 from nowcast.parallel import worker_count
+from nowcast.transforms import RAIN_FLOOR_MM_H
 
-#: dB transform settings for motion and S-PROG: rates below 0.1 mm/h are "no rain" at -15 dBR.
-RAIN_THRESHOLD_MM_H = 0.1
-RAIN_THRESHOLD_DBR = 10.0 * np.log10(RAIN_THRESHOLD_MM_H)
+#: dB transform settings for motion and S-PROG: rates below the rain floor (0.1 mm/h) are "no
+#: rain" at -15 dBR.
+RAIN_THRESHOLD_DBR = 10.0 * np.log10(RAIN_FLOOR_MM_H)
 ZERO_DBR = -15.0
 
 
 def to_dbr(rates: np.ndarray) -> np.ndarray:
     """10·log10(R) for R ≥ 0.1 mm/h, :data:`ZERO_DBR` below it and where there is no data."""
     out = np.full(rates.shape, ZERO_DBR, dtype=np.float64)
-    wet = np.isfinite(rates) & (rates >= RAIN_THRESHOLD_MM_H)
+    wet = np.isfinite(rates) & (rates >= RAIN_FLOOR_MM_H)
     out[wet] = 10.0 * np.log10(rates[wet])
     return out
 
@@ -38,7 +39,7 @@ def to_dbr(rates: np.ndarray) -> np.ndarray:
 def from_dbr(dbr: np.ndarray) -> np.ndarray:
     """Inverse of :func:`to_dbr`: values below the rain threshold become 0 mm/h."""
     rates = 10.0 ** (np.asarray(dbr, dtype=np.float64) / 10.0)
-    rates[~np.isfinite(rates) | (rates < RAIN_THRESHOLD_MM_H)] = 0.0
+    rates[~np.isfinite(rates) | (rates < RAIN_FLOOR_MM_H)] = 0.0
     return rates
 
 

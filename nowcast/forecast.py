@@ -22,15 +22,12 @@ from nowcast.motion import MotionPerturbation
 from nowcast.parallel import map_frames, worker_count
 from nowcast.precision import autocast, resolve_precision
 from nowcast.probability import HeadProbabilities
-from nowcast.transforms import Transform
+from nowcast.transforms import RAIN_FLOOR_MM_H, Transform, dry_below_floor
 
 log = logging.getLogger(__name__)
 
 PRETRAINED_NAME = "radar_lagrangian.pt"
 
-#: Forecast rain rates below this (mm/h) are set to 0: the network's output never reaches exactly
-#: zero, and radars report no rain below about this rate.
-RAIN_FLOOR_MM_H = 0.1
 #: Post-processing of a Lagrangian model's frames: ``cdf`` matches each to the last observation.
 PROBABILITY_MATCHING = ("cdf", "none")
 #: Width of the Gaussian that smooths a Lagrangian model's frame, km per minute of lead time
@@ -490,12 +487,15 @@ class _LagrangianRun:
     ) -> _LagrangianRun:
         """Resample ``rates`` ``(T, H, W)`` mm/h, estimate motion, advect the inputs, run the network.
 
+        Rates below :data:`~nowcast.transforms.RAIN_FLOOR_MM_H` are no rain, as in the training windows.
+
         ``head`` also keeps the probability head's output (one pass, without the test-time symmetries).
         """
         from nowcast import lagrangian, regrid
         from nowcast.baselines import motion_field
 
         grid = regrid.shape_at(rates.shape[-2:], spacing_km, forecaster.grid_km)
+        rates = dry_below_floor(rates)  # a radar's noise floor is no rain, as in training
         fields = regrid.resample(rates, grid)  # (T, h, w) on the model's grid
         velocity = motion_field(fields)
         forward = lagrangian.displacements(velocity, max(n_out, len(fields) - 1))

@@ -8,10 +8,10 @@ from scipy.ndimage import gaussian_filter
 from nowcast import lagrangian, regrid
 from nowcast.baselines import extrapolation, motion_field
 from nowcast.data.lagrangian import LagrangianWindows
-from nowcast.forecast import RAIN_FLOOR_MM_H, Forecaster, smooth_by_lead, symmetric_run
+from nowcast.forecast import Forecaster, smooth_by_lead, symmetric_run
 from nowcast.models import EncoderForecaster, ModelConfig
 from nowcast.probability import MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE, MODEL_MEMBERS
-from nowcast.transforms import Transform
+from nowcast.transforms import RAIN_FLOOR_MM_H, Transform, dry_below_floor
 
 
 def moving_blob(n: int, size: int = 64, speed: tuple[float, float] = (1.5, -1.0)) -> np.ndarray:
@@ -98,10 +98,26 @@ def test_untrained_lagrangian_model_is_lk_extrapolation():
     rates = moving_blob(5)
     rates[:, 60:, :] = np.nan  # outside the radar's range
     forecast = _lagrangian_forecaster().forecast(rates, 6, 5.0, spacing_km=(1.0, 1.0))
-    expected = extrapolation(rates, 6, motion_field(rates))
-    expected[expected < RAIN_FLOOR_MM_H] = 0.0
+    rain = dry_below_floor(rates)  # what the model takes for rain (the same motion: to_dbr floors too)
+    expected = dry_below_floor(extrapolation(rain, 6, motion_field(rates)))
     np.testing.assert_allclose(forecast, expected, atol=1e-4, equal_nan=True)
     assert np.isnan(forecast[:, 60:]).all()  # no-data stays no-data
+
+
+def test_a_radar_noise_floor_is_no_rain_to_the_network():
+    """FMI-like dry pixels at 0.0004–0.1 mm/h forecast as if they were 0, with a network that uses its inputs."""
+    forecaster = _lagrangian_forecaster()
+    with torch.no_grad():  # an output layer that is not zero, so the network's inputs reach the forecast
+        for p in forecaster.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    rates = moving_blob(5)
+    rates[rates < RAIN_FLOOR_MM_H] = 0.0
+    noisy = rates.copy()
+    dry = rates == 0
+    noisy[dry] = np.random.default_rng(0).uniform(0.0004, 0.0999, dry.sum()).astype(np.float32)
+    clean_forecast = forecaster.forecast(rates, 6, 5.0, spacing_km=(1.0, 1.0))
+    assert not np.allclose(clean_forecast, forecaster.forecast(rates * 1.5, 6, 5.0, spacing_km=(1.0, 1.0)))
+    np.testing.assert_array_equal(forecaster.forecast(noisy, 6, 5.0, spacing_km=(1.0, 1.0)), clean_forecast)
 
 
 def test_lead_smoothing_widens_with_lead_and_keeps_the_rain():
@@ -356,6 +372,19 @@ def test_a_large_mosaic_is_read_as_boxes_where_it_rains(tmp_path, compose_config
     assert [seq.shape for seq, _ in sequences] == [(8, 30, 30)] * 2
     assert all(np.isclose(seq[0].sum(), 256.0) for seq, _ in sequences)
     assert source_regions(str(tmp_path), compose_config("data=lagrangian_radar").data) == [None]
+
+
+def test_training_windows_take_a_noise_floor_for_no_rain(tmp_path, compose_config):
+    import pandas as pd
+    from conftest import write_frame
+
+    from nowcast.data.lagrangian import source_sequences
+
+    t0 = pd.Timestamp("2024-01-01 00:00")
+    for t in range(3):  # dry pixels at 0.05 mm/h, as a radar's noise floor
+        write_frame(tmp_path / f"m_{t}.nc", (_two_storms() + 0.05) * 5 / 60, t0 + pd.Timedelta(minutes=5 * t))
+    [(seq, _)] = source_sequences(str(tmp_path), compose_config("data=lagrangian_radar").data)
+    np.testing.assert_allclose(np.unique(seq), [0.0, 4.05], rtol=1e-6)  # the storms keep their rain
 
 
 def test_forecaster_times_the_unroll_once_and_both_forecast_alike():

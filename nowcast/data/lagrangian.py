@@ -31,7 +31,7 @@ from nowcast.data import DataBundle
 from nowcast.errors import UserError
 from nowcast.io.radar import ZR, expand_paths, open_radar, split_sequences
 from nowcast.motion import MOTION_STRIDE
-from nowcast.transforms import Transform
+from nowcast.transforms import RAIN_FLOOR_MM_H, Transform, dry_below_floor
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def source_sequences(path: str, cfg: Any) -> list[tuple[np.ndarray, float]]:
         ds = open_radar(path, zr=ZR(cfg.zr_a, cfg.zr_b), region=region, skip_bad=True)
         spacing = regrid.grid_spacing_km(ds)
         for seq, step in split_sequences(ds):
-            values = seq["rainfall_rate"].values
+            values = dry_below_floor(seq["rainfall_rate"].values)  # a noise floor is no rain, as in predict
             out.append((regrid.resample(values, regrid.shape_at(values.shape[-2:], spacing, cfg.grid_km)), step))
     return out
 
@@ -148,6 +148,7 @@ def source_cache(path: str, cfg: Any) -> dict[str, np.ndarray]:
     """Lagrangian crops of one source: ``frames`` (N, T, c, c) float16 model space, ``valid``, ``step_minutes``."""
     settings = {k: (list(cfg[k]) if k == "strides" else cfg[k]) for k in CACHE_KEYS}
     settings["motion_stride"] = MOTION_STRIDE  # the motion grid changes the cached windows too
+    settings["rain_floor_mm_h"] = RAIN_FLOOR_MM_H  # and so does what counts as no rain
     key = hashlib.sha256(json.dumps([str(Path(path).resolve()), settings], sort_keys=True).encode()).hexdigest()[:16]
     cache = Path(cfg.cache_dir) / f"lagrangian_{Path(path).name}_{key}.npz"
     if cache.exists():
