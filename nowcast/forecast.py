@@ -278,7 +278,7 @@ class Forecaster:
         frames = torch.from_numpy(x).unsqueeze(2).to(self.device)  # (B, T, 1, H, W)
         out = self._run(frames, n_out, step_minutes)  # (B, n_out, H, W) mm/h
         if self.transform.kind != "identity":
-            out[out < RAIN_FLOOR_MM_H] = 0.0
+            out = dry_below_floor(out)
         out[np.broadcast_to(no_data[:, None], out.shape)] = np.nan
         return out[0] if single else out
 
@@ -568,7 +568,7 @@ class _LagrangianRun:
             out = self.moved(prepared[j], forward[j])
             if self.round_trip is not None:
                 out = np.interp(out, *self.round_trip).astype(np.float32)
-            out[out < RAIN_FLOOR_MM_H] = 0.0
+            out = dry_below_floor(out)
             out[self.no_data] = np.nan
             return out.astype(np.float32)
 
