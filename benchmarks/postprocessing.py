@@ -1,8 +1,9 @@
 """Post-processing of a Lagrangian model's frames, scored on the validation radar only.
 
-Two choices are made here, never on a radar that is reported: probability matching of each frame
-to the last observation (``cdf`` or ``none``) and the Gaussian smoothing that widens with lead
-time (km per minute). Every setting is scored with the ``nowcast-evaluate`` protocol (60 min,
+Three choices are made here, never on a radar that is reported: probability matching of each frame
+to the last observation (``cdf`` or ``none``), the Gaussian smoothing that widens with lead
+time (km per minute) and the share of the last step's change of log rain that each frame carries on
+(``--trend``). Every setting is scored with the ``nowcast-evaluate`` protocol (60 min,
 every third window) beside LK extrapolation on the same windows; the rule is the largest sum of
 CSI ratios to LK at 1 and 5 mm/h.
 
@@ -10,6 +11,7 @@ Usage::
 
     python benchmarks/postprocessing.py runs/loo/bom/train/checkpoints/best.pt
     python benchmarks/postprocessing.py CHECKPOINT --matching cdf --smoothing 0 0.05 0.1 0.2 0.3
+    python benchmarks/postprocessing.py CHECKPOINT --matching cdf --smoothing 0.1 --trend 0 0.25 0.5 1
 """
 
 from __future__ import annotations
@@ -34,15 +36,16 @@ def main() -> None:
     parser.add_argument("--smoothing", nargs="+", type=float, default=[0.0], metavar="KM_PER_MIN")
     parser.add_argument("--fade", nargs="+", choices=FADES, default=["none"])
     parser.add_argument("--symmetries", nargs="+", type=int, choices=SYMMETRIES, default=[1])
+    parser.add_argument("--trend", nargs="+", type=float, default=[0.0], metavar="WEIGHT")
     args = parser.parse_args()
     ds = open_radar(args.radar, skip_bad=True)
     print(
-        "| matching | fade | smoothing (km/min) | symmetries | CSI ≥1 | CSI ≥5 | MSE | LK CSI ≥1 | LK CSI ≥5 "
+        "| matching | fade | smoothing (km/min) | symmetries | trend | CSI ≥1 | CSI ≥5 | MSE | LK CSI ≥1 | LK CSI ≥5 "
         "| sum of CSI ratios to LK |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    settings = itertools.product(args.matching, args.fade, args.smoothing, args.symmetries)
-    for matching, fade, smoothing, symmetries in settings:
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    settings = itertools.product(args.matching, args.fade, args.smoothing, args.symmetries, args.trend)
+    for matching, fade, smoothing, symmetries, trend in settings:
         forecaster = Forecaster.from_checkpoint(
             args.checkpoint,
             precision="32",
@@ -50,13 +53,14 @@ def main() -> None:
             smoothing_km_per_minute=smoothing,
             symmetries=symmetries,
             fade=fade,
+            trend_weight=trend,
         )
         methods = ["model", "extrapolation"]  # LK on the same windows and the same common mask
         result = evaluate(ds, forecaster, 60.0, None, args.every, methods, THRESHOLDS, [], False, ())
         model, lk = ([result.scores[name]["csi"][t]["mean"] for t in THRESHOLDS] for name in methods)
         ratios = sum(c / b for c, b in zip(model, lk, strict=True))
         cells = f"{model[0]:.3f} | {model[1]:.3f} | {result.scores['model']['mse']['mean']:.3f}"
-        setting = f"{matching} | {fade} | {smoothing:g} | {symmetries}"
+        setting = f"{matching} | {fade} | {smoothing:g} | {symmetries} | {trend:g}"
         print(f"| {setting} | {cells} | {lk[0]:.3f} | {lk[1]:.3f} | {ratios:.3f} |", flush=True)
 
 

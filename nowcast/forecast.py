@@ -35,6 +35,12 @@ PROBABILITY_MATCHING = ("cdf", "none")
 #: fade with lead time, as S-PROG's cascade lets them. Chosen on the validation radar (RMI) only,
 #: see ``benchmarks/results/lead_smoothing.md``.
 SMOOTHING_KM_PER_MINUTE = 0.1
+#: Share of the last step's growth or decay that a Lagrangian model's frames carry on
+#: (:func:`continue_trend`), before smoothing and matching: S-PROG's AR(2) beats extrapolation at
+#: the first lead because it continues each scale's change; the network, whose correction lives on
+#: 4 km patches, does not continue the change of the 1 km pixels. Chosen on the validation radar
+#: (RMI) only, among 0, 0.25, 0.5 and 1, see ``benchmarks/results/trend_round15.md``.
+TREND_WEIGHT = 0.5
 #: Scale-dependent fade of a Lagrangian model's frames with lead time, before any Gaussian smoothing
 #: (:func:`smooth_by_lead`): ``cascade`` fades each spatial scale at the rate S-PROG's AR(2)
 #: process for that scale sets, estimated on the window (:mod:`nowcast.cascade`); ``none``.
@@ -49,6 +55,47 @@ PROBABILITY_SOURCES = ("head", "members")
 UNROLL_TIMING_SIZE = 256
 #: The dihedral group as (quarter turns, mirror) pairs, shape-keeping ones first.
 _DIHEDRAL = ((0, False), (0, True), (2, False), (2, True), (1, False), (1, True), (3, False), (3, True))
+
+
+def post_processing(
+    frame: str,
+    probability_matching: str | None,
+    smoothing_km_per_minute: float | None,
+    trend_weight: float | None,
+    fade: str,
+    symmetries: int,
+) -> dict[str, Any]:
+    """The post-processing settings of a model forecasting in ``frame``, None taking the frame's default.
+
+    A Lagrangian model matches, smooths by lead time and continues the trend by default; an Eulerian
+    one does none of these. A setting out of range is a ``ValueError``. Returns the
+    :class:`Forecaster` fields ``probability_matching``, ``smoothing_km_per_minute``,
+    ``trend_weight``, ``fade`` and ``symmetries``.
+    """
+    lagrangian = frame == "lagrangian"
+    if probability_matching is None:
+        probability_matching = "cdf" if lagrangian else "none"
+    if smoothing_km_per_minute is None:
+        smoothing_km_per_minute = SMOOTHING_KM_PER_MINUTE if lagrangian else 0.0
+    if trend_weight is None:
+        trend_weight = TREND_WEIGHT if lagrangian else 0.0
+    if probability_matching not in PROBABILITY_MATCHING:
+        raise ValueError(f"probability_matching must be one of {PROBABILITY_MATCHING}, got {probability_matching!r}")
+    if fade not in FADES:
+        raise ValueError(f"fade must be one of {FADES}, got {fade!r}")
+    if symmetries not in SYMMETRIES:
+        raise ValueError(f"symmetries must be one of {SYMMETRIES}, got {symmetries!r}")
+    if not (np.isfinite(smoothing_km_per_minute) and smoothing_km_per_minute >= 0):
+        raise ValueError(f"smoothing_km_per_minute must be a number ≥ 0, got {smoothing_km_per_minute!r}")
+    if not np.isfinite(trend_weight):
+        raise ValueError(f"trend_weight must be a finite number, got {trend_weight!r}")
+    return {
+        "probability_matching": probability_matching,
+        "smoothing_km_per_minute": float(smoothing_km_per_minute),
+        "trend_weight": float(trend_weight),
+        "fade": fade,
+        "symmetries": int(symmetries),
+    }
 
 
 def pretrained_checkpoint() -> Path:
@@ -139,6 +186,7 @@ class Forecaster:
     grid_km: float = 1.0
     probability_matching: str = "none"
     smoothing_km_per_minute: float = 0.0
+    trend_weight: float = 0.0
     symmetries: int = 1
     fade: str = "none"
     #: ``split`` or ``fused`` (see :mod:`nowcast.unroll`); ``auto`` times both on the first forecast.
@@ -158,6 +206,7 @@ class Forecaster:
         symmetries: int = 1,
         fade: str = "none",
         probability_source: str | None = None,
+        trend_weight: float | None = None,
     ) -> Forecaster:
         """Load a checkpoint (default: the shipped pretrained radar model).
 
@@ -167,6 +216,8 @@ class Forecaster:
         model, see :func:`match_distribution`. ``smoothing_km_per_minute`` (None:
         :data:`SMOOTHING_KM_PER_MINUTE` for Lagrangian models, 0 otherwise) widens the Gaussian that
         smooths each frame of a Lagrangian model with lead time, see :func:`smooth_by_lead`.
+        ``trend_weight`` (None: :data:`TREND_WEIGHT` for Lagrangian models, 0 otherwise) is the share
+        of the last step's change of log rain that each frame carries on, see :func:`continue_trend`.
         ``symmetries`` (one of :data:`SYMMETRIES`) averages a Lagrangian model's forecast over that
         many rotations and mirrors of its inputs, see :func:`symmetric_run`. ``fade`` (one of
         :data:`FADES`) fades a Lagrangian model's frames scale by scale with lead time, before the
@@ -187,18 +238,7 @@ class Forecaster:
         log.debug("precision: %s", choice.reason)
         precision = choice.name
         frame = str(data.get("frame", "eulerian"))
-        if probability_matching is None:
-            probability_matching = "cdf" if frame == "lagrangian" else "none"
-        if probability_matching not in PROBABILITY_MATCHING:
-            raise ValueError(
-                f"probability_matching must be one of {PROBABILITY_MATCHING}, got {probability_matching!r}"
-            )
-        if fade not in FADES:
-            raise ValueError(f"fade must be one of {FADES}, got {fade!r}")
-        if symmetries not in SYMMETRIES:
-            raise ValueError(f"symmetries must be one of {SYMMETRIES}, got {symmetries!r}")
-        if smoothing_km_per_minute is None:
-            smoothing_km_per_minute = SMOOTHING_KM_PER_MINUTE if frame == "lagrangian" else 0.0
+        post = post_processing(frame, probability_matching, smoothing_km_per_minute, trend_weight, fade, symmetries)
         has_head = model.probability_conv is not None
         if probability_source is None:
             probability_source = "head" if has_head else "members"
@@ -206,8 +246,6 @@ class Forecaster:
             raise ValueError(f"probability_source must be one of {PROBABILITY_SOURCES}, got {probability_source!r}")
         if probability_source == "head" and not (has_head and frame == "lagrangian"):
             raise CheckpointError(f"{path}: this model has no probability head; use probability_source='members'")
-        if not (np.isfinite(smoothing_km_per_minute) and smoothing_km_per_minute >= 0):
-            raise ValueError(f"smoothing_km_per_minute must be a number ≥ 0, got {smoothing_km_per_minute!r}")
         return cls(
             model=model,
             transform=transform,
@@ -220,11 +258,8 @@ class Forecaster:
             precision=precision,
             frame=frame,
             grid_km=float(data.get("grid_km", 1.0)),
-            probability_matching=probability_matching,
-            smoothing_km_per_minute=float(smoothing_km_per_minute),
-            symmetries=int(symmetries),
-            fade=fade,
             probability_source=probability_source,
+            **post,
         )
 
     @property
@@ -364,6 +399,8 @@ class Forecaster:
         head = unsmoothed and self.probability_source == "head"
         run = _LagrangianRun.start(self, rates, n_out, step_minutes, spacing_km, head)
         faded = run.analysis
+        if self.trend_weight and len(run.inputs) >= 2:
+            faded = continue_trend(faded, run.inputs[-2], run.inputs[-1], self.trend_weight)
         if self.fade == "cascade":
             from nowcast.cascade import cascade_fade
 
@@ -631,6 +668,38 @@ def symmetric_run(run: Callable[[torch.Tensor], np.ndarray], frames: torch.Tenso
         out = np.rot90(out, -turns, axes=(-2, -1))
         total = out.astype(np.float64) if total is None else total + out
     return (total / count).astype(np.float32)
+
+
+def continue_trend(frames: np.ndarray, previous: np.ndarray, last: np.ndarray, weight: float) -> np.ndarray:
+    """Carry ``weight`` times the last step's change of log rain into every frame.
+
+    ``log1p(out) = log1p(frames) + weight · (log1p(last) − log1p(previous))`` at each pixel: where
+    the rain grew over the last step the forecast is heavier, where it decayed lighter, by the same
+    amount at every lead (a trend continued per pixel, as S-PROG's AR(2) continues each scale's).
+
+    Parameters
+    ----------
+    frames
+        The forecast in the frame that moves with the rain, mm/h, ``(T, h, w)``, finite; below 0
+        counts as 0.
+    previous, last
+        The last two observations advected to the analysis time, mm/h, ``(h, w)``; NaN (from outside
+        the domain) means no change there.
+    weight
+        Share of the change carried on; 0 returns the frames unchanged.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(T, h, w)`` float32; below 0 (down to −1) where a decay is carried past dry. The
+        probability matching ranks those pixels driest and the output's rain floor sets them to 0.
+
+    """
+    known = np.isfinite(previous) & np.isfinite(last)
+    change = np.zeros(last.shape)
+    change[known] = np.log1p(last[known]) - np.log1p(previous[known])
+    rain = np.maximum(frames.astype(np.float64), 0.0)
+    return np.expm1(np.log1p(rain) + weight * change).astype(np.float32)
 
 
 def smooth_by_lead(frames: np.ndarray, sigmas: np.ndarray) -> np.ndarray:

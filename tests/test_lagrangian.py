@@ -8,7 +8,7 @@ from scipy.ndimage import gaussian_filter
 from nowcast import lagrangian, regrid
 from nowcast.baselines import extrapolation, motion_field
 from nowcast.data.lagrangian import LagrangianWindows
-from nowcast.forecast import Forecaster, smooth_by_lead, symmetric_run
+from nowcast.forecast import TREND_WEIGHT, Forecaster, continue_trend, smooth_by_lead, symmetric_run
 from nowcast.models import EncoderForecaster, ModelConfig
 from nowcast.probability import MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE, MODEL_MEMBERS
 from nowcast.transforms import RAIN_FLOOR_MM_H, Transform, dry_below_floor
@@ -138,6 +138,28 @@ def test_lagrangian_forecaster_smooths_by_lead_time():
     assert (b.max(axis=(1, 2)) < a.max(axis=(1, 2))).all()
     assert np.diff(a.max(axis=(1, 2)) - b.max(axis=(1, 2))).min() > 0  # the gap grows with lead
     np.testing.assert_allclose(b.sum(axis=(1, 2)), a.sum(axis=(1, 2)), rtol=0.02)
+
+
+def test_continue_trend_carries_the_last_change_of_log_rain():
+    frames = np.array([[[3.0, 3.0, 3.0, -0.5]]] * 2, dtype=np.float32)  # (2 leads, 1, 4)
+    previous = np.array([[1.0, 3.0, np.nan, 1.0]])
+    last = np.array([[3.0, 1.0, 3.0, 1.0]])
+    out = continue_trend(frames, previous, last, 0.5)
+    # log1p(out) = log1p(3) ± 0.5·(log 4 − log 2): × or ÷ √2 on 1 + R; no change where unknown or steady
+    expected = [4.0 * np.sqrt(2.0) - 1.0, 4.0 / np.sqrt(2.0) - 1.0, 3.0, 0.0]  # below 0 counts as 0
+    np.testing.assert_allclose(out, np.broadcast_to(expected, (2, 1, 4)), rtol=1e-6)
+    np.testing.assert_array_equal(continue_trend(frames[:, :, :3], previous[:, :3], last[:, :3], 0.0), frames[:, :, :3])
+
+
+def test_lagrangian_forecaster_continues_growth_and_decay():
+    growing = moving_blob(5) * np.linspace(0.5, 1.0, 5, dtype=np.float32)[:, None, None]
+    plain, trend = _lagrangian_forecaster(), _lagrangian_forecaster()
+    trend.trend_weight = 0.5
+    for rates, heavier in ((growing, True), (growing[::-1].copy(), False)):  # grows, then decays
+        a, b = plain.forecast(rates, 4, 5.0), trend.forecast(rates, 4, 5.0)
+        assert ((b.max(axis=(1, 2)) > a.max(axis=(1, 2))) == heavier).all()
+        _, for_probabilities = trend.forecast_for_probabilities(rates, 4, 5.0)
+        np.testing.assert_array_equal(for_probabilities[0], a)  # probabilities: the forecast without it
 
 
 @pytest.mark.parametrize("count", [1, 2, 4, 8])
@@ -317,6 +339,7 @@ def test_lagrangian_training_run_end_to_end(tmp_path, compose_config):
     assert set(metrics["test"]) == {"model", "extrapolation"}
     forecaster = Forecaster.from_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
     assert forecaster.lagrangian and forecaster.grid_km == 1.0
+    assert forecaster.trend_weight == TREND_WEIGHT  # the Lagrangian post-processing's default
     rates = moving_blob(3, size=40)
     out = forecaster.forecast(rates, 4, 5.0, spacing_km=(1.0, 1.0))
     assert out.shape == (4, 40, 40) and np.isfinite(out).all()
