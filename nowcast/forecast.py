@@ -698,8 +698,9 @@ def continue_trend(frames: np.ndarray, previous: np.ndarray, last: np.ndarray, w
     known = np.isfinite(previous) & np.isfinite(last)
     change = np.zeros(last.shape)
     change[known] = np.log1p(last[known]) - np.log1p(previous[known])
-    rain = np.maximum(frames.astype(np.float64), 0.0)
-    return np.expm1(np.log1p(rain) + weight * change).astype(np.float32)
+    factor = np.exp(weight * change).astype(np.float32)  # on 1 + R: one multiplication per pixel and lead
+    rain = np.maximum(frames, 0.0, dtype=np.float32)
+    return (1.0 + rain) * factor - 1.0
 
 
 def smooth_by_lead(frames: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
