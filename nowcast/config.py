@@ -107,6 +107,8 @@ class TrainerConfig:
     loss: str = "bce"  # mse | bmse (HKO-7 weighted, radar) | bce | l1 | logcsi (radar)
     csi_thresholds: list[float] = field(default_factory=lambda: [1.0, 5.0])  # mm/h, for logcsi
     csi_weights: list[float] = field(default_factory=lambda: [0.3, 1.0])  # weight of 1 - soft CSI each
+    # logcsi of a Lagrangian model: score the frames as trended, smoothed and matched (nowcast.matched_csi)
+    csi_matched: bool = False
     grad_clip: float = 1.0  # max gradient norm; 0 disables
     val_every: int = 210
     early_stop_patience: int = 0  # validations without improvement; 0 disables

@@ -153,24 +153,57 @@ def soft_csi(
 
 
 def training_loss(
-    name: str, pred, target, valid, bundle: DataBundle, cfg, logits=None, probability_thresholds=()
+    name: str,
+    pred,
+    target,
+    valid,
+    bundle: DataBundle,
+    cfg,
+    logits=None,
+    probability_thresholds=(),
+    inputs=None,
+    step_minutes=None,
 ) -> torch.Tensor:
     """The loss the optimiser sees: :func:`masked_loss`, plus ``Σ w_u (1 − soft CSI_u)`` for ``logcsi``.
 
     Soft-CSI thresholds ``trainer.csi_thresholds`` (mm/h) are encoded with the data transform; the
     sigmoid width is 0.02 in model space (about 0.2 mm/h at 1 mm/h for log1p with 100 mm/h scale).
+    With ``trainer.csi_matched`` the soft CSI is that of the forecast the shipped post-processing
+    makes of ``pred`` (trend, lead-time smoothing, probability matching to the last of ``inputs``
+    ``(B, T_in, 1, H, W)``; ``step_minutes`` ``(B,)``), see :mod:`nowcast.matched_csi`.
     With a probability head's ``logits`` ``(B, T, U, H, W)`` for ``probability_thresholds`` (mm/h),
     ``trainer.probability_weight`` times their binary cross-entropy is added (:func:`probability_loss`).
     """
     loss = masked_loss(name, pred, target, valid, loss_weights(name, target, bundle))
     if name == "logcsi":
         levels = model_space(bundle, cfg.csi_thresholds)
+        score = functools.partial(_plain_soft_csi, pred, target, valid)
+        if getattr(cfg, "csi_matched", False):
+            score = _matched_scorer(pred, target, valid, bundle, inputs, step_minutes)
         for threshold, weight in zip(levels, cfg.csi_weights, strict=True):
-            loss = loss + weight * (1.0 - soft_csi(pred, target, valid, threshold, 0.02))
+            loss = loss + weight * (1.0 - score(threshold))
     if logits is not None:
         levels = model_space(bundle, probability_thresholds)
         loss = loss + cfg.probability_weight * probability_loss(logits, target, valid, levels)
     return loss
+
+
+def _plain_soft_csi(pred, target, valid, threshold: float) -> torch.Tensor:
+    return soft_csi(pred, target, valid, threshold, 0.02)
+
+
+def _matched_scorer(pred, target, valid, bundle: DataBundle, inputs, step_minutes):
+    """``threshold -> matched soft CSI`` of ``pred`` post-processed as a shipped Lagrangian forecast is."""
+    from nowcast import matched_csi
+    from nowcast.forecast import SMOOTHING_KM_PER_MINUTE, TREND_WEIGHT
+
+    if bundle.frame != "lagrangian" or inputs is None or step_minutes is None or valid is None:
+        raise ValueError("trainer.csi_matched needs Lagrangian radar windows (data=lagrangian_radar)")
+    forecast = matched_csi.post_processed(
+        pred, inputs, step_minutes, bundle.transform, TREND_WEIGHT, SMOOTHING_KM_PER_MINUTE, bundle.grid_km
+    )
+    last = inputs[:, -1:]
+    return functools.partial(matched_csi.matched_soft_csi, forecast, last, target, valid)
 
 
 def model_space(bundle: DataBundle, rates_mm_h) -> list[float]:
@@ -382,7 +415,9 @@ class Trainer:
         thresholds = self.model_config.probability_thresholds
         out = run_model(net, x, self.bundle.t_out, step, self.precision.name, autocast_cache, bool(thresholds))
         pred, logits = out if thresholds else (out, None)
-        return training_loss(self.tcfg.loss, pred, y, valid, self.bundle, self.tcfg, logits, thresholds)
+        return training_loss(
+            self.tcfg.loss, pred, y, valid, self.bundle, self.tcfg, logits, thresholds, inputs=x, step_minutes=step
+        )
 
     def _optimise(self, x, y, valid, step) -> torch.Tensor:
         """Forward, loss, backward and optimiser step with no host synchronisation (what a CUDA graph records)."""
