@@ -53,6 +53,18 @@ SYMMETRIES = (1, 2, 4, 8)
 PROBABILITY_SOURCES = ("head", "members")
 #: Side in pixels of the corner of the input on which the faster unroll is timed.
 UNROLL_TIMING_SIZE = 256
+#: A Lagrangian forecast runs on the box around the observed pixels (:func:`observed_box`) when that
+#: box is at most this share of the grid: on the KNMI composite it is a third.
+BOX_SHARE = 0.8
+#: Pixels of the input grid the box reaches beyond the observed ones, so that the network's
+#: zero padding at the box's edge stays away from what it forecasts: with 32 (8 patches) the shipped
+#: model's forecast of a synthetic window differed from the whole grid's by 0.001 mm/h at the 99th
+#: percentile and on 0.004 % of the pixels at 1 mm/h; with 8, by 0.12 mm/h and on 0.6 %.
+BOX_MARGIN = 32
+#: The box's corner is put on a multiple of this many input pixels: of the network's patches (4),
+#: the motion's coarse grid (4) and its declustering cells (20), so that on a grid the model uses
+#: as it is, the motion's vectors and the patches are the whole grid's.
+BOX_ALIGN = 20
 #: The dihedral group as (quarter turns, mirror) pairs, shape-keeping ones first.
 _DIHEDRAL = ((0, False), (0, True), (2, False), (2, True), (1, False), (1, True), (3, False), (3, True))
 
@@ -479,12 +491,12 @@ class PerturbedMembers:
 
         counts = sum(map_frames(count_some, workers))
         no_data = np.broadcast_to(self.run.no_data, (n_out, *self.run.shape)).copy()
-        return counts, no_data
+        return self.run.paste(counts, 0), self.run.paste(no_data, True)
 
     @property
     def shape(self) -> tuple[int, ...]:
         """``(M, n_out, H, W)``."""
-        return (self.count, self.plain.shape[0], *self.run.shape)
+        return (self.count, self.plain.shape[0], *self.run.full_shape)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         stacked = np.stack(list(self))
@@ -498,11 +510,15 @@ class _LagrangianRun:
     ``velocity`` ``(2, h, w)`` is the motion of the inputs on the model's grid, ``forward``
     ``(≥ n_out, 2, h, w)`` its displacements, ``inputs`` ``(T, h, w)`` the inputs advected to the
     analysis time, ``analysis`` ``(n_out, h, w)`` mm/h the network's forecast there, ``match`` the
-    CDF matching towards the last input.
+    CDF matching towards the last input. All of it covers ``box`` of the input grid (None: the
+    whole grid, see :func:`observed_box`), ``shape`` ``(H, W)`` on the input grid, ``no_data``
+    ``(H, W)`` included; :meth:`paste` puts a result on the whole grid, ``full_shape``.
     """
 
     forecaster: Forecaster
     shape: tuple[int, int]
+    full_shape: tuple[int, int]
+    box: tuple[slice, slice] | None
     no_data: np.ndarray
     velocity: np.ndarray
     forward: np.ndarray
@@ -531,6 +547,10 @@ class _LagrangianRun:
         from nowcast import lagrangian, regrid
         from nowcast.baselines import motion_field
 
+        full_shape = rates.shape[-2:]
+        box = observed_box(rates)
+        if box is not None:
+            rates = rates[(slice(None), *box)]
         grid = regrid.shape_at(rates.shape[-2:], spacing_km, forecaster.grid_km)
         rates = dry_below_floor(rates)  # a radar's noise floor is no rain, as in training
         fields = regrid.resample(rates, grid)  # (T, h, w) on the model's grid
@@ -553,6 +573,8 @@ class _LagrangianRun:
         return cls(
             forecaster=forecaster,
             shape=rates.shape[-2:],
+            full_shape=full_shape,
+            box=box,
             no_data=~np.isfinite(rates[-1]),  # (H, W) on the input grid
             velocity=velocity,
             forward=forward,
@@ -578,7 +600,8 @@ class _LagrangianRun:
                 out[:, self.no_data] = np.nan
                 return np.clip(out, 0.0, 1.0).astype(np.float32)
 
-            return np.stack(map_frames(one_lead, len(self.probabilities)), axis=1)  # (len(indices), n_out, H, W)
+            leads = np.stack(map_frames(one_lead, len(self.probabilities)), axis=1)  # (len(indices), n_out, H, W)
+            return self.paste(leads, np.nan)
 
         return HeadProbabilities(tuple(self.forecaster.model.config.probability_thresholds), make)
 
@@ -609,7 +632,15 @@ class _LagrangianRun:
             out[self.no_data] = np.nan
             return out.astype(np.float32)
 
-        return np.stack(map_frames(one_lead, len(prepared)))
+        return self.paste(np.stack(map_frames(one_lead, len(prepared))), np.nan)
+
+    def paste(self, values: np.ndarray, fill: float | bool) -> np.ndarray:
+        """``values`` ``(..., H, W)`` on ``box`` put on the whole input grid ``(..., *full_shape)``, ``fill`` around."""
+        if self.box is None:
+            return values
+        out = np.full((*values.shape[:-2], *self.full_shape), fill, dtype=values.dtype)
+        out[(..., *self.box)] = values
+        return out
 
     def moved(self, prepared: np.ndarray, forward: np.ndarray) -> np.ndarray:
         """One lead ``(h, w)`` advected by ``forward`` ``(2, h, w)`` and resampled to ``(H, W)``, float32.
@@ -646,6 +677,31 @@ class _LagrangianRun:
                 out[band] = np.interp(moved[band], source, target).astype(np.float32) >= level
         out[self.no_data] = False
         return out
+
+
+def observed_box(
+    rates: np.ndarray, share: float = BOX_SHARE, margin: int = BOX_MARGIN, align: int = BOX_ALIGN
+) -> tuple[slice, slice] | None:
+    """The box of the input grid a Lagrangian forecast runs on: around every pixel observed in any frame.
+
+    ``rates`` ``(T, H, W)`` mm/h, NaN = no data. The box reaches ``margin`` pixels beyond the
+    observed ones and starts on multiples of ``align``; None (the whole grid) when it would hold
+    more than ``share`` of the grid or nothing is observed. Outside it every frame is no-data, so the
+    forecast is no-data there too; inside, the network sees its zero padding ``margin`` pixels
+    beyond the last observed pixel instead of zero rain up to the grid's edge, and the result
+    differs from the whole grid's only by that (tested). On the KNMI composite (765 × 700 pixels of
+    1 km, the radars' range a quarter of it) the box is a third of the grid.
+    """
+    seen = np.isfinite(rates).any(axis=0)
+    if not seen.any():
+        return None
+    h, w = seen.shape
+    rows, cols = np.flatnonzero(seen.any(axis=1)), np.flatnonzero(seen.any(axis=0))
+    top, left = (max(0, first - margin) // align * align for first in (rows[0], cols[0]))
+    bottom, right = min(h, rows[-1] + 1 + margin), min(w, cols[-1] + 1 + margin)
+    if (bottom - top) * (right - left) > share * h * w:
+        return None
+    return slice(int(top), int(bottom)), slice(int(left), int(right))
 
 
 def symmetric_run(run: Callable[[torch.Tensor], np.ndarray], frames: torch.Tensor, count: int) -> np.ndarray:
