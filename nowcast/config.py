@@ -249,6 +249,8 @@ def check_config(cfg: Any) -> None:
         raise UserError(
             f"trainer.csi_weights {list(weights)} and trainer.csi_thresholds {list(thresholds)} differ in length"
         )
+    if get("trainer.csi_matched") and (get("trainer.loss") != "logcsi" or get("data.name") != "lagrangian_radar"):
+        raise UserError("trainer.csi_matched=true needs trainer.loss=logcsi and data=lagrangian_radar")
     _check_probability_head(get)
 
 

@@ -54,7 +54,7 @@ PROBABILITY_SOURCES = ("head", "members")
 #: Side in pixels of the corner of the input on which the faster unroll is timed.
 UNROLL_TIMING_SIZE = 256
 #: A Lagrangian forecast runs on the box around the observed pixels (:func:`observed_box`) when that
-#: box is at most this share of the grid: on the KNMI composite it is a third.
+#: box is at most this share of the grid: on the KNMI composite it is 0.45.
 BOX_SHARE = 0.8
 #: Pixels of the input grid the box reaches beyond the observed ones, so that the network's
 #: zero padding at the box's edge stays away from what it forecasts: with 32 (8 patches) the shipped
@@ -690,7 +690,7 @@ def observed_box(
     forecast is no-data there too; inside, the network sees its zero padding ``margin`` pixels
     beyond the last observed pixel instead of zero rain up to the grid's edge, and the result
     differs from the whole grid's only by that (tested). On the KNMI composite (765 × 700 pixels of
-    1 km, the radars' range a quarter of it) the box is a third of the grid.
+    1 km, the radars' range a quarter of it) the box is 0.45 of the grid.
     """
     seen = np.isfinite(rates).any(axis=0)
     if not seen.any():

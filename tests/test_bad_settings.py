@@ -28,6 +28,7 @@ BAD_TRAIN = [
     ("trainer.max_minutes=-5", "trainer.max_minutes"),
     ("data.t_out=0", "data.t_out"),
     ("trainer.csi_weights=[1.0]", "differ in length"),
+    ("trainer.csi_matched=true", "needs trainer.loss=logcsi and data=lagrangian_radar"),
 ]
 
 
