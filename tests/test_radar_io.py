@@ -47,7 +47,8 @@ def test_multi_frame_file_with_time_bounds(tmp_path):
         },
         coords={"time": ("time", times, {"bounds": "time_bnds"}), "y": np.arange(3.0), "x": np.arange(3.0)},
     )
-    ds.to_netcdf(tmp_path / "multi.nc")
+    units = "minutes since 2000-01-01"  # one encoding for time and its bounds, as CF asks
+    ds.to_netcdf(tmp_path / "multi.nc", encoding={"time": {"units": units}, "time_bnds": {"units": units}})
     rate = open_radar(tmp_path / "multi.nc")["rainfall_rate"].values
     np.testing.assert_allclose(rate[:, 0, 0], [6.0, 12.0, 3.0])
 
