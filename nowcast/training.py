@@ -177,7 +177,7 @@ def training_loss(
     loss = masked_loss(name, pred, target, valid, loss_weights(name, target, bundle))
     if name == "logcsi":
         levels = model_space(bundle, cfg.csi_thresholds)
-        score = functools.partial(_plain_soft_csi, pred, target, valid)
+        score = functools.partial(soft_csi, pred, target, valid, width=0.02)
         if getattr(cfg, "csi_matched", False):
             score = _matched_scorer(pred, target, valid, bundle, inputs, step_minutes)
         for threshold, weight in zip(levels, cfg.csi_weights, strict=True):
@@ -186,10 +186,6 @@ def training_loss(
         levels = model_space(bundle, probability_thresholds)
         loss = loss + cfg.probability_weight * probability_loss(logits, target, valid, levels)
     return loss
-
-
-def _plain_soft_csi(pred, target, valid, threshold: float) -> torch.Tensor:
-    return soft_csi(pred, target, valid, threshold, 0.02)
 
 
 def _matched_scorer(pred, target, valid, bundle: DataBundle, inputs, step_minutes):
