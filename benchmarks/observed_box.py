@@ -47,11 +47,11 @@ def main() -> None:
     spacing = grid_spacing_km(ds)
     step = float(np.diff(ds["time"].values).mean() / np.timedelta64(1, "m"))
     forecaster = Forecaster.from_checkpoint(precision="32")
-    box = forecast_module.observed_box(rates)
+    box = forecast_module.observed_box(rates, forecaster.model.config.patch_size)
     share = 1.0 if box is None else (box[0].stop - box[0].start) * (box[1].stop - box[1].start) / rates[0].size
     print(f"{args.radar.name}: {rates.shape[1:]} pixels, step {step:g} min, box {box}, {share:.2f} of the grid")
     print(f"CPU {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads, fp32")
-    whole_grid = lambda r: None  # noqa: E731
+    whole_grid = lambda r, *args: None  # noqa: E731
 
     def deterministic() -> np.ndarray:
         return forecaster.forecast(rates, LEADS, step, spacing)

@@ -1,6 +1,6 @@
 """Seconds for a 10-frame forecast of a 512 × 512 radar frame with the shipped model, by stage.
 
-    python benchmarks/predict_speed.py [--shared ../shared/radar] [--reps 5] [--json OUT.json]
+    python benchmarks/predict_speed.py [--checkpoint CKPT] [--shared ../shared/radar] [--reps 5] [--json OUT.json]
 
 Times ``Forecaster.forecast`` (resampling, Lucas–Kanade motion, displacements, advection of the
 inputs, the network, smoothing, probability matching and advection to each lead time: all of
@@ -77,13 +77,15 @@ def stages(forecaster: Forecaster, rates: np.ndarray, reps: int) -> dict[str, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped model")
     parser.add_argument("--shared", type=Path, default=Path("../shared/radar"))
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
-    forecaster = Forecaster.from_checkpoint()
+    forecaster = Forecaster.from_checkpoint(args.checkpoint)
     results: dict[str, object] = {
+        "checkpoint": forecaster.source,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),
         "precision": resolve_precision("auto", torch.device("cpu")).reason,

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -18,7 +19,7 @@ import torch
 
 from nowcast.checkpoint import CheckpointError, file_sha256, load_checkpoint
 from nowcast.models import EncoderForecaster, ModelConfig
-from nowcast.motion import MotionPerturbation
+from nowcast.motion import DECLUSTER_SCALE, MOTION_STRIDE, MotionPerturbation
 from nowcast.parallel import map_frames, worker_count
 from nowcast.precision import autocast, resolve_precision
 from nowcast.probability import HeadProbabilities
@@ -56,15 +57,12 @@ UNROLL_TIMING_SIZE = 256
 #: A Lagrangian forecast runs on the box around the observed pixels (:func:`observed_box`) when that
 #: box is at most this share of the grid: on the KNMI composite it is 0.45.
 BOX_SHARE = 0.8
-#: Pixels of the input grid the box reaches beyond the observed ones, so that the network's
-#: zero padding at the box's edge stays away from what it forecasts: with 32 (8 patches) the shipped
-#: model's forecast of a synthetic window differed from the whole grid's by 0.001 mm/h at the 99th
-#: percentile and on 0.004 % of the pixels at 1 mm/h; with 8, by 0.12 mm/h and on 0.6 %.
-BOX_MARGIN = 32
-#: The box's corner is put on a multiple of this many input pixels: of the network's patches (4),
-#: the motion's coarse grid (4) and its declustering cells (20), so that on a grid the model uses
-#: as it is, the motion's vectors and the patches are the whole grid's.
-BOX_ALIGN = 20
+#: Patches of the network the box reaches beyond the observed pixels, so that the network's zero
+#: padding at the box's edge stays away from what it forecasts: with 8 (32 pixels of 4 × 4 patches)
+#: the round-16 shipped model's forecast of a synthetic window differed from the whole grid's by
+#: 0.001 mm/h at the 99th percentile and on 0.004 % of the pixels at 1 mm/h; with 2, by 0.12 mm/h and
+#: on 0.6 %.
+BOX_MARGIN_PATCHES = 8
 #: The dihedral group as (quarter turns, mirror) pairs, shape-keeping ones first.
 _DIHEDRAL = ((0, False), (0, True), (2, False), (2, True), (1, False), (1, True), (3, False), (3, True))
 
@@ -548,7 +546,7 @@ class _LagrangianRun:
         from nowcast.baselines import motion_field
 
         full_shape = rates.shape[-2:]
-        box = observed_box(rates)
+        box = observed_box(rates, forecaster.model.config.patch_size)
         if box is not None:
             rates = rates[(slice(None), *box)]
         grid = regrid.shape_at(rates.shape[-2:], spacing_km, forecaster.grid_km)
@@ -680,18 +678,27 @@ class _LagrangianRun:
 
 
 def observed_box(
-    rates: np.ndarray, share: float = BOX_SHARE, margin: int = BOX_MARGIN, align: int = BOX_ALIGN
+    rates: np.ndarray,
+    patch_size: int = 4,
+    share: float = BOX_SHARE,
+    margin: int | None = None,
+    align: int | None = None,
 ) -> tuple[slice, slice] | None:
     """The box of the input grid a Lagrangian forecast runs on: around every pixel observed in any frame.
 
     ``rates`` ``(T, H, W)`` mm/h, NaN = no data. The box reaches ``margin`` pixels beyond the
-    observed ones and starts on multiples of ``align``; None (the whole grid) when it would hold
-    more than ``share`` of the grid or nothing is observed. Outside it every frame is no-data, so the
-    forecast is no-data there too; inside, the network sees its zero padding ``margin`` pixels
-    beyond the last observed pixel instead of zero rain up to the grid's edge, and the result
-    differs from the whole grid's only by that (tested). On the KNMI composite (765 × 700 pixels of
-    1 km, the radars' range a quarter of it) the box is 0.45 of the grid.
+    observed ones (default :data:`BOX_MARGIN_PATCHES` of the network's ``patch_size``) and starts on
+    multiples of ``align`` (default: of the patches, of the motion's coarse grid and of its
+    declustering cells, so that on a grid the model uses as it is, the motion's vectors and the
+    patches are the whole grid's); None (the whole grid) when it would hold more than ``share`` of
+    the grid or nothing is observed. Outside it every frame is no-data, so the forecast is no-data
+    there too; inside, the network sees its zero padding ``margin`` pixels beyond the last observed
+    pixel instead of zero rain up to the grid's edge, and the result differs from the whole grid's
+    only by that (tested). On the KNMI composite (765 × 700 pixels of 1 km, the radars' range a
+    quarter of it) the box is 0.45 of the grid.
     """
+    margin = BOX_MARGIN_PATCHES * patch_size if margin is None else margin
+    align = math.lcm(patch_size, MOTION_STRIDE, DECLUSTER_SCALE) if align is None else align
     seen = np.isfinite(rates).any(axis=0)
     if not seen.any():
         return None

@@ -31,6 +31,15 @@ def test_the_box_reaches_the_margin_beyond_the_observed_pixels_from_an_aligned_c
     assert observed_box(np.full((2, 10, 10), np.nan)) is None  # nothing observed
 
 
+def test_the_boxs_margin_and_corner_follow_the_networks_patches():
+    rates = np.full((1, 400, 400), np.nan, dtype=np.float32)
+    rates[0, 150:200, 170:230] = 1.0
+    rows, cols = observed_box(rates, patch_size=4)  # 32 pixels beyond, corner on multiples of 20
+    assert (rows.start, rows.stop, cols.start, cols.stop) == (100, 232, 120, 262)
+    rows, cols = observed_box(rates, patch_size=8)  # 64 pixels beyond, corner on multiples of 40
+    assert (rows.start, rows.stop, cols.start, cols.stop) == (80, 264, 80, 294)
+
+
 @pytest.fixture(scope="module")
 def forecaster() -> Forecaster:
     model = Forecaster.from_checkpoint(precision="32")
@@ -42,7 +51,7 @@ def test_the_boxed_forecast_equals_the_whole_grids(forecaster, monkeypatch):
     rates = composite()
     assert observed_box(rates) is not None
     boxed = forecaster.forecast(rates, 12, 5.0)
-    monkeypatch.setattr(forecast_module, "observed_box", lambda r: None)
+    monkeypatch.setattr(forecast_module, "observed_box", lambda r, *args: None)
     whole = forecaster.forecast(rates, 12, 5.0)
     assert boxed.shape == whole.shape == (12, 200, 200)
     valid = np.isfinite(whole)
