@@ -16,7 +16,7 @@ from nowcast.models.encoder_forecaster import HEADS, OUTPUT_ACTIVATIONS, UNROLLS
 from nowcast.precision import PRECISIONS
 
 #: ``trainer.lr_schedule`` values, see :func:`nowcast.training.learning_rate`.
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "constant_cosine")
 #: ``trainer.train_only`` values: which parameters the optimiser updates.
 TRAIN_ONLY = ("all", "probability_head")
 
@@ -102,7 +102,8 @@ class TrainerConfig:
     max_epochs: int = 1000
     batch_size: int = 16
     lr: float = 3e-3
-    lr_schedule: str = "constant"  # constant | cosine (to 0 at the last step; set from the step, so resume is exact)
+    lr_schedule: str = "constant"  # constant | cosine | constant_cosine (to 0 at the last step; set from the step)
+    decay_fraction: float = 0.5  # constant_cosine: the share of the steps over which the rate decays to 0
     optimizer: str = "adam"  # adam | rmsprop
     loss: str = "bce"  # mse | bmse (HKO-7 weighted, radar) | bce | l1 | logcsi (radar)
     csi_thresholds: list[float] = field(default_factory=lambda: [1.0, 5.0])  # mm/h, for logcsi
@@ -166,6 +167,7 @@ RANGES: tuple[tuple[str, float, float, bool], ...] = (
     ("trainer.max_epochs", 1, 1e9, True),
     ("trainer.batch_size", 1, 65536, True),
     ("trainer.lr", 0, 10, False),
+    ("trainer.decay_fraction", 0, 1, True),
     ("trainer.grad_clip", 0, 1e9, True),
     ("trainer.val_every", 1, 1e9, True),
     ("trainer.log_every", 1, 1e9, True),

@@ -67,17 +67,24 @@ class DistInfo:
         return self.rank == 0
 
 
-def learning_rate(base: float, schedule: str, step: int, total_steps: int) -> float:
+def learning_rate(base: float, schedule: str, step: int, total_steps: int, decay_fraction: float = 0.5) -> float:
     """Learning rate of optimiser step ``step`` (0-based) of ``total_steps``.
 
     ``constant``: ``base`` throughout. ``cosine``: half a cosine from ``base`` at step 0 down to 0
-    after the last step (Loshchilov & Hutter 2017, without restarts). A function of the step alone,
-    so a resumed run continues the same schedule.
+    after the last step (Loshchilov & Hutter 2017, without restarts). ``constant_cosine``: ``base``
+    for the first ``1 - decay_fraction`` of the steps, then half a cosine down to 0 after the last
+    step (the stable-then-decay schedule; its constant part equals a ``constant`` run's, so a
+    constant run's checkpoint can be resumed into it). A function of the step alone, so a resumed
+    run continues the same schedule.
     """
     if schedule == "constant":
         return base
     if schedule == "cosine":
         return 0.5 * base * (1.0 + math.cos(math.pi * step / max(total_steps, 1)))
+    if schedule == "constant_cosine":
+        decay_steps = max(decay_fraction * total_steps, 1.0)
+        into_decay = max(step - (total_steps - decay_steps), 0.0)
+        return 0.5 * base * (1.0 + math.cos(math.pi * into_decay / decay_steps))
     raise ValueError(f"unknown lr_schedule {schedule!r}")
 
 
@@ -392,7 +399,10 @@ class Trainer:
         if self.device.type == "cpu":
             x = x.contiguous()
         set_learning_rate(
-            self.optimizer, learning_rate(self.tcfg.lr, self.tcfg.lr_schedule, self.state.step, self.total_steps)
+            self.optimizer,
+            learning_rate(
+                self.tcfg.lr, self.tcfg.lr_schedule, self.state.step, self.total_steps, self.tcfg.decay_fraction
+            ),
         )
         if self.graphed is not None:  # the step is already taken when the loss is read
             return self._finite(float(self.graphed(x, y, valid, step)))

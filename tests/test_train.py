@@ -107,6 +107,13 @@ def test_cosine_schedule_runs_from_the_base_rate_to_zero():
     assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
 
 
+def test_constant_cosine_schedule_holds_the_base_rate_then_decays_to_zero():
+    rates = [learning_rate(1e-3, "constant_cosine", step, 1000, decay_fraction=0.25) for step in range(1001)]
+    assert rates[:751] == [1e-3] * 751  # the constant part: a constant run's steps, so it can be resumed into
+    assert rates[875] == pytest.approx(5e-4) and rates[1000] == pytest.approx(0, abs=1e-18)
+    assert all(a > b for a, b in zip(rates[750:], rates[751:], strict=False))
+
+
 def test_auto_unroll_is_chosen_once_and_kept_on_resume(tmp_path, compose_config):
     # one training run checks two things: the unroll choice, and that each optimiser step uses the
     # learning rate of its own step number
