@@ -114,6 +114,8 @@ class RunState:
     #: The weights' memory format the run chose (``channels_last``/``contiguous``; empty: the
     #: default of its device and precision), kept for the same reason.
     memory_format: str = ""
+    #: How many steps' weights the running mean holds (``trainer.average_from``; 0: none yet).
+    averaged_steps: int = 0
 
 
 def training_payload(
@@ -125,16 +127,19 @@ def training_payload(
     state: RunState,
     loss: str,
     config: dict[str, Any],
+    averaged: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
     """A training checkpoint: the weights and what forecasting needs, plus what resuming needs.
 
     ``data`` holds ``t_in``, ``t_out``, ``step_minutes``, ``thresholds``, ``radar``, ``frame`` and
-    ``grid_km``; ``config`` is the run's resolved Hydra config as plain types.
+    ``grid_km``; ``config`` is the run's resolved Hydra config as plain types. With ``averaged``
+    (the running mean of the weights, ``trainer.average_from``), ``model`` holds the mean and
+    ``trained_model`` the weights the optimiser trains.
     """
     from nowcast import __version__
 
-    return {
-        "model": model.state_dict(),
+    payload = {
+        "model": (model if averaged is None else averaged).state_dict(),
         "model_config": model_config,
         "transform": transform,
         "data": data,
@@ -146,16 +151,27 @@ def training_payload(
         "history": state.history,
         "unroll": state.unroll,
         "memory_format": state.memory_format,
+        "averaged_steps": state.averaged_steps,
         "config": config,
         "version": __version__,
         "torch_rng": torch.get_rng_state(),
     }
+    if averaged is not None:  # "model" holds the average (what forecasts use); resuming needs the trained weights
+        payload["trained_model"] = model.state_dict()
+    return payload
 
 
 def resume_training(
-    path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_config: dict[str, Any], loss: str
+    path: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    model_config: dict[str, Any],
+    loss: str,
+    averaged: torch.nn.Module | None = None,
 ) -> RunState:
     """Load weights, optimiser and RNG state from ``path`` into a run; returns its bookkeeping.
+
+    ``averaged`` receives the running mean of the weights where the checkpoint has one.
 
     Refuses a checkpoint of another model config (naming what differs). A different ``loss`` is a
     fine-tuning: the best validation loss restarts.
@@ -166,7 +182,9 @@ def resume_training(
     saved = dict(payload["model_config"])
     _check_same_config(path, saved, model_config)
     build_model(payload, str(path))  # the weights fit the config, or an error names what differs
-    model.load_state_dict(payload["model"])
+    model.load_state_dict(payload.get("trained_model", payload["model"]))
+    if averaged is not None and "trained_model" in payload:
+        averaged.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     state = RunState(
         step=int(payload["step"]),
@@ -175,6 +193,7 @@ def resume_training(
         history=list(payload.get("history", [])),
         unroll=str(payload.get("unroll", "")),
         memory_format=str(payload.get("memory_format", "")),
+        averaged_steps=int(payload.get("averaged_steps", 0)) if "trained_model" in payload else 0,
     )
     torch.set_rng_state(payload["torch_rng"])
     if payload.get("loss", loss) != loss:

@@ -104,6 +104,9 @@ class TrainerConfig:
     lr: float = 3e-3
     lr_schedule: str = "constant"  # constant | cosine | constant_cosine (to 0 at the last step; set from the step)
     decay_fraction: float = 0.5  # constant_cosine: the share of the steps over which the rate decays to 0
+    # from this optimiser step on, validate, checkpoint and test the equal-weight mean of the weights after every
+    # step since (stochastic weight averaging, Izmailov et al. 2018); 0 disables
+    average_from: int = 0
     optimizer: str = "adam"  # adam | rmsprop
     loss: str = "bce"  # mse | bmse (HKO-7 weighted, radar) | bce | l1 | logcsi (radar)
     csi_thresholds: list[float] = field(default_factory=lambda: [1.0, 5.0])  # mm/h, for logcsi
@@ -168,6 +171,7 @@ RANGES: tuple[tuple[str, float, float, bool], ...] = (
     ("trainer.batch_size", 1, 65536, True),
     ("trainer.lr", 0, 10, False),
     ("trainer.decay_fraction", 0, 1, True),
+    ("trainer.average_from", 0, 1e9, True),
     ("trainer.grad_clip", 0, 1e9, True),
     ("trainer.val_every", 1, 1e9, True),
     ("trainer.log_every", 1, 1e9, True),

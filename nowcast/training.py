@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
@@ -303,6 +304,8 @@ class Trainer:
         if self.device.type == "cpu" or self.precision.name == "bf16":
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = self._make_optimizer()
+        #: the running mean of the weights (trainer.average_from); its .module forecasts once it holds any step
+        self.averaged = AveragedModel(self.model) if self.tcfg.average_from else None
         self.state = RunState()
         self.stop_signal: int | None = None
         steps_per_epoch = max(1, len(self.bundle.train) // (self.tcfg.batch_size * self.dist.world_size))
@@ -368,10 +371,17 @@ class Trainer:
             "grid_km": self.bundle.grid_km,
         }
         config = OmegaConf.to_container(self.cfg, resolve=True)
+        averaged = self.averaged.module if self.averaged is not None and self.state.averaged_steps else None
         return training_payload(
             self.model, self.model_config.to_dict(), self.bundle.transform.to_dict(), data, self.optimizer, self.state,
-            self.tcfg.loss, config,
+            self.tcfg.loss, config, averaged,
         )  # fmt: skip
+
+    def evaluated_model(self) -> EncoderForecaster:
+        """The weights validated, checkpointed for forecasting and tested: the running mean once it holds a step."""
+        if self.averaged is not None and self.state.averaged_steps:
+            return self.averaged.module
+        return self.model
 
     def save(self, name: str) -> Path:
         """Write ``checkpoints/<name>.pt`` atomically (rank 0 only)."""
@@ -381,7 +391,12 @@ class Trainer:
         return path
 
     def _resume(self, path: Path) -> None:
-        self.state = resume_training(path, self.model, self.optimizer, self.model_config.to_dict(), self.tcfg.loss)
+        averaged = None if self.averaged is None else self.averaged.module
+        self.state = resume_training(
+            path, self.model, self.optimizer, self.model_config.to_dict(), self.tcfg.loss, averaged
+        )
+        if self.averaged is not None:
+            self.averaged.n_averaged.fill_(self.state.averaged_steps)
 
     # ------------------------------------------------------------------ loop
     def _loader(self, dataset, sampler=None, shuffle=False) -> DataLoader:
@@ -477,14 +492,15 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> float:
-        """Mean loss on the validation set (model space)."""
-        self.model.eval()
+        """Mean loss of :meth:`evaluated_model` on the validation set (model space)."""
+        model = self.evaluated_model()
+        model.eval()
         total, count = 0.0, 0
         for batch in self._loader(self.bundle.val):
             x, y, valid, step = split_batch(batch, self.bundle.t_in, self.device)
-            total += float(self._model_loss(self.model, x, y, valid, step)) * x.shape[0]
+            total += float(self._model_loss(model, x, y, valid, step)) * x.shape[0]
             count += x.shape[0]
-        self.model.train()
+        model.train()
         return total / max(count, 1)
 
     def _install_signal_handlers(self) -> dict:
@@ -516,13 +532,17 @@ class Trainer:
         deadline = time.monotonic() + 60.0 * self.tcfg.max_minutes if self.tcfg.max_minutes else math.inf
         if not self.state.unroll:  # timed inside the budget
             self.state.unroll, self.state.memory_format = self._choose_unroll()
-        apply_memory_format(self.model, self.state.memory_format)
-        self.model.unroll = self.state.unroll
+        for model in [self.model] if self.averaged is None else [self.model, self.averaged.module]:
+            apply_memory_format(model, self.state.memory_format)
+            model.unroll = self.state.unroll
         window_loss, window_steps, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
         try:
             for batch in loader:
                 loss = self._train_step(batch)
                 self.state.step += 1
+                if self.averaged is not None and self.state.step >= self.tcfg.average_from:
+                    self.averaged.update_parameters(self.model)
+                    self.state.averaged_steps += 1
                 window_loss += loss
                 window_steps += 1
                 window_samples += batch["frames"].shape[0] * self.dist.world_size
@@ -638,8 +658,10 @@ class Trainer:
             radar=self.bundle.radar,
             keep=self.tcfg.gif_samples,
         )
-        inputs, observed, forecasts = zip(*result.samples, strict=True)
-        example = (np.stack(inputs), np.stack(observed), np.stack([f["model"] for f in forecasts]))
+        example = None  # trainer.gif_samples=0: no sample pictures
+        if result.samples:
+            inputs, observed, forecasts = zip(*result.samples, strict=True)
+            example = (np.stack(inputs), np.stack(observed), np.stack([f["model"] for f in forecasts]))
         return {"scores": result.scores, "example": example}
 
 
@@ -720,10 +742,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     atomic_write(run_dir / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))
     plots.scores_by_lead(result["scores"], run_dir / "scores_by_lead.png", trainer.bundle.thresholds)
     plots.loss_curve(trainer.state.history, run_dir / "loss_curve.png")
-    inputs, truth, forecast = result["example"]
-    kind = "radar" if trainer.bundle.radar else "gray"
-    plots.animate(*plots.sample_panels(inputs, truth, forecast), run_dir / "forecast.gif", kind)
-    plots.sample_grid(inputs, truth, forecast, run_dir / "samples.png", radar=trainer.bundle.radar)
+    if result["example"] is not None:
+        inputs, truth, forecast = result["example"]
+        kind = "radar" if trainer.bundle.radar else "gray"
+        plots.animate(*plots.sample_panels(inputs, truth, forecast), run_dir / "forecast.gif", kind)
+        plots.sample_grid(inputs, truth, forecast, run_dir / "samples.png", radar=trainer.bundle.radar)
     log.info("outputs in %s", run_dir)
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -100,6 +100,34 @@ def test_resume_matches_uninterrupted_run(tmp_path, compose_config):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
 
 
+def test_weight_average_is_the_mean_of_the_steps_weights_and_resumes_exactly(tmp_path, compose_config):
+    common = (*TINY_TRAIN, "data.t_in=2", "data.t_out=2", "trainer.val_every=1", "trainer.gif_samples=0")
+    runs = {
+        "two": compose_config(*common, "trainer.max_steps=2"),
+        "full": compose_config(*common, "trainer.max_steps=4", "trainer.average_from=2"),
+        "half": compose_config(*common, "trainer.max_steps=3", "trainer.average_from=2"),
+    }
+    for name, cfg in runs.items():
+        train(cfg, tmp_path / name)
+    half_checkpoint = tmp_path / "half/checkpoints/last.pt"
+    resumed = compose_config(
+        *common, "trainer.max_steps=4", "trainer.average_from=2", f"trainer.resume={half_checkpoint}"
+    )
+    train(resumed, tmp_path / "resumed")
+    after_two = load_checkpoint(tmp_path / "two/checkpoints/last.pt")["model"]
+    half = load_checkpoint(tmp_path / "half/checkpoints/last.pt")
+    full = load_checkpoint(tmp_path / "full/checkpoints/last.pt")
+    assert half["averaged_steps"] == 2 and full["averaged_steps"] == 3  # the weights after steps 2, 3 (and 4)
+    for key, value in full["model"].items():  # the mean of the weights after steps 2, 3 and 4
+        after_three, after_four = half["trained_model"][key], full["trained_model"][key]
+        torch.testing.assert_close(value, (after_two[key] + after_three + after_four) / 3, rtol=1e-5, atol=1e-7)
+        assert not torch.equal(value, after_four)
+    again = load_checkpoint(tmp_path / "resumed/checkpoints/last.pt")
+    for name in ("model", "trained_model"):
+        for key, value in full[name].items():
+            torch.testing.assert_close(again[name][key], value, rtol=0, atol=0)
+
+
 def test_cosine_schedule_runs_from_the_base_rate_to_zero():
     assert learning_rate(1e-3, "constant", 700, 1000) == 1e-3
     rates = [learning_rate(1e-3, "cosine", step, 1000) for step in range(1001)]
