@@ -42,11 +42,13 @@ TRAIN_SETTINGS = [
     "trainer.lr=1e-3",
     "trainer.batch_size=8",
     "trainer.max_steps=3600",
+    "trainer.average_from=1800",
     "trainer.max_minutes=30",
     "trainer.val_every=200",
 ]
 #: The recipe's checkpoint: the last step's, which scored higher on the validation radar than the one
-#: with the lowest validation loss for both models compared in round 18 (benchmarks/results/validation_round18.md).
+#: with the lowest validation loss for both models compared in round 18 (benchmarks/results/validation_round18.md);
+#: since round 19 its weights are the mean over the second half of the run (trainer.average_from, validation_round19.md).
 CHECKPOINT = "last.pt"
 
 
