@@ -48,7 +48,7 @@ TRAIN_SETTINGS = [
 ]
 #: The recipe's checkpoint: the last step's, which scored higher on the validation radar than the one
 #: with the lowest validation loss for both models compared in round 18 (benchmarks/results/validation_round18.md);
-#: since round 19 its weights are the mean over the second half of the run (trainer.average_from, validation_round19.md).
+#: since round 19 its weights are the mean over the run's second half (trainer.average_from, validation_round19.md).
 CHECKPOINT = "last.pt"
 
 
