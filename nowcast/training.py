@@ -371,7 +371,8 @@ class Trainer:
             "grid_km": self.bundle.grid_km,
         }
         config = OmegaConf.to_container(self.cfg, resolve=True)
-        averaged = self.averaged.module if self.averaged is not None and self.state.averaged_steps else None
+        evaluated = self.evaluated_model()
+        averaged = None if evaluated is self.model else evaluated
         return training_payload(
             self.model, self.model_config.to_dict(), self.bundle.transform.to_dict(), data, self.optimizer, self.state,
             self.tcfg.loss, config, averaged,
