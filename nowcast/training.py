@@ -398,6 +398,11 @@ class Trainer:
         )
         if self.averaged is not None:
             self.averaged.n_averaged.fill_(self.state.averaged_steps)
+            if not self.state.averaged_steps and self.state.step >= self.tcfg.average_from:
+                log.warning(
+                    "%s holds no weight average: the mean starts after step %d, not at trainer.average_from=%d",
+                    path, self.state.step, self.tcfg.average_from,
+                )  # fmt: skip
 
     # ------------------------------------------------------------------ loop
     def _loader(self, dataset, sampler=None, shuffle=False) -> DataLoader:

@@ -128,6 +128,21 @@ def test_weight_average_is_the_mean_of_the_steps_weights_and_resumes_exactly(tmp
             torch.testing.assert_close(again[name][key], value, rtol=0, atol=0)
 
 
+def test_resuming_a_run_without_a_weight_average_into_one_warns(tmp_path, compose_config, caplog):
+    common = (*TINY_TRAIN, "data.t_in=2", "data.t_out=2", "trainer.val_every=1", "trainer.gif_samples=0")
+    train(compose_config(*common, "trainer.max_steps=2"), tmp_path / "plain")
+    resumed = compose_config(
+        *common,
+        "trainer.max_steps=3",
+        "trainer.average_from=1",
+        f"trainer.resume={tmp_path / 'plain/checkpoints/last.pt'}",
+    )
+    with caplog.at_level("WARNING", logger="nowcast.training"):
+        train(resumed, tmp_path / "resumed")
+    assert "holds no weight average" in caplog.text
+    assert load_checkpoint(tmp_path / "resumed/checkpoints/last.pt")["averaged_steps"] == 1  # step 3 only
+
+
 def test_cosine_schedule_runs_from_the_base_rate_to_zero():
     assert learning_rate(1e-3, "constant", 700, 1000) == 1e-3
     rates = [learning_rate(1e-3, "cosine", step, 1000) for step in range(1001)]
