@@ -182,8 +182,9 @@ def resume_training(
     saved = dict(payload["model_config"])
     _check_same_config(path, saved, model_config)
     build_model(payload, str(path))  # the weights fit the config, or an error names what differs
-    model.load_state_dict(payload.get("trained_model", payload["model"]))
-    if averaged is not None and "trained_model" in payload:
+    has_mean = "trained_model" in payload  # then "model" is the mean and "trained_model" what the optimiser trains
+    model.load_state_dict(payload["trained_model"] if has_mean else payload["model"])
+    if averaged is not None and has_mean:
         averaged.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     state = RunState(
@@ -193,7 +194,7 @@ def resume_training(
         history=list(payload.get("history", [])),
         unroll=str(payload.get("unroll", "")),
         memory_format=str(payload.get("memory_format", "")),
-        averaged_steps=int(payload.get("averaged_steps", 0)) if "trained_model" in payload else 0,
+        averaged_steps=int(payload["averaged_steps"]) if has_mean else 0,
     )
     torch.set_rng_state(payload["torch_rng"])
     if payload.get("loss", loss) != loss:
