@@ -102,14 +102,14 @@ def main() -> None:
             print(checkpoint, flush=True)
             continue
         radar = args.shared / held[0]
-        doc = evaluate(
-            radar, checkpoint, args.out / fold / "eval", ["model", "persistence", "extrapolation", "sprog"], args.every
-        )
+        methods = ["model", "persistence", "extrapolation", "extrapolation_inflow", "sprog"]
+        doc = evaluate(radar, checkpoint, args.out / fold / "eval", methods, args.every)
         eul = evaluate(radar, args.eulerian, args.out / fold / "eval_eulerian", ["model"], args.every)
         print(f"\n### {held[0]} ({doc['windows']['count']} windows, held out; validation on {VALIDATION})\n")
         print(head + "\n|" + "---|" * 8)
         names = {"model": "nowcast Lagrangian (not trained on this radar)", "persistence": "persistence",
-                 "extrapolation": "LK extrapolation", "sprog": "S-PROG"}  # fmt: skip
+                 "extrapolation": "LK extrapolation", "sprog": "S-PROG",
+                 "extrapolation_inflow": "LK extrapolation with the model's inflow (not a baseline)"}  # fmt: skip
         for method, scores in doc["methods"].items():
             print(row(names[method], scores))
         print(row("Eulerian ConvLSTM (previous shipped model)", eul["methods"]["model"]), flush=True)

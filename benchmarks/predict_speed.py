@@ -1,6 +1,7 @@
 """Seconds for a 10-frame forecast of a 512 × 512 radar frame with the shipped model, by stage.
 
     python benchmarks/predict_speed.py [--checkpoint CKPT] [--shared ../shared/radar] [--reps 5] [--json OUT.json]
+        [--inflow empty|observed]
 
 Times ``Forecaster.forecast`` (resampling, Lucas–Kanade motion, displacements, advection of the
 inputs, the network, smoothing, probability matching and advection to each lead time: all of
@@ -27,6 +28,7 @@ from scipy.ndimage import gaussian_filter, shift
 from nowcast import lagrangian
 from nowcast.baselines import motion_field
 from nowcast.forecast import Forecaster
+from nowcast.lagrangian import INFLOWS
 from nowcast.precision import resolve_precision
 
 #: folder → (first of 5 files, top, left) of a 512 × 512 crop where it rains, 1 km grids, 5 min
@@ -81,11 +83,13 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=Path("../shared/radar"))
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--inflow", choices=INFLOWS, default=None, help="default: the model's")
     args = parser.parse_args()
 
-    forecaster = Forecaster.from_checkpoint(args.checkpoint)
+    forecaster = Forecaster.from_checkpoint(args.checkpoint, inflow=args.inflow)
     results: dict[str, object] = {
         "checkpoint": forecaster.source,
+        "inflow": forecaster.inflow,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),
         "precision": resolve_precision("auto", torch.device("cpu")).reason,

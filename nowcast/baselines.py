@@ -62,17 +62,25 @@ def motion_field(rates: np.ndarray, frames: int = 3, stride: int = MOTION_STRIDE
     return lucas_kanade(to_dbr(rates[-frames:]), stride)
 
 
-def extrapolation(rates: np.ndarray, n_out: int, velocity: np.ndarray | None = None) -> np.ndarray:
+def extrapolation(
+    rates: np.ndarray, n_out: int, velocity: np.ndarray | None = None, inflow: str = "empty"
+) -> np.ndarray:
     """Semi-Lagrangian extrapolation of the last frame along the Lucas–Kanade motion.
 
     Pysteps' scheme (bilinear, NaN from outside the domain, set to 0), with its displacements
     computed on a coarse grid as everywhere in nowcast (:func:`nowcast.lagrangian.displacements`).
+    ``inflow="observed"`` brings the last frame's value at the nearest observed pixel in where the
+    motion comes from outside the domain, instead of no rain (see :mod:`nowcast.lagrangian`); the
+    baseline that is scored is pysteps' (``empty``).
     """
     from nowcast import lagrangian
 
     velocity = motion_field(rates) if velocity is None else velocity
-    last = np.nan_to_num(rates[-1].astype(np.float64), nan=0.0)
-    out = lagrangian.from_lagrangian(np.repeat(last[None], n_out, axis=0), lagrangian.displacements(velocity, n_out))
+    last = rates[-1].astype(np.float64)
+    if inflow == "empty":
+        last = np.nan_to_num(last, nan=0.0)
+    repeated = np.repeat(last[None], n_out, axis=0)
+    out = lagrangian.from_lagrangian(repeated, lagrangian.displacements(velocity, n_out), inflow)
     return _mask_like_last(np.nan_to_num(out, nan=0.0), rates)
 
 

@@ -28,6 +28,7 @@ from nowcast.evaluation import (
     metrics_rows,
 )
 from nowcast.forecast import Forecaster
+from nowcast.lagrangian import INFLOWS
 from nowcast.methods import DEFAULT_MEMBERS, DEFAULT_METHODS, METHOD_NAMES
 from nowcast.predict import add_input_arguments, check_minutes, guarded, open_input
 from nowcast.probability import MODEL_MEMBERS
@@ -77,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=MODEL_MEMBERS,
         help=f"for a model without a probability head: members of its motion-perturbed ensemble for its "
         f"probabilities (default {MODEL_MEMBERS}; 1: its single forecast with a growing neighbourhood, faster)",
+    )
+    parser.add_argument(
+        "--inflow",
+        choices=INFLOWS,
+        default=None,
+        help="for a Lagrangian model, what comes in where the motion comes from outside the radar's range: "
+        "observed (the last frame's nearest observed value; the default) or empty (no rain, as pysteps)",
     )
     parser.add_argument(
         "--probability-thresholds",
@@ -132,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{out / clashes[0]}: exists (use --overwrite to replace the results in {out})")
     check_arguments(args)
     forecaster = (
-        Forecaster.from_checkpoint(args.checkpoint, args.device, args.precision) if "model" in args.methods else None
+        Forecaster.from_checkpoint(args.checkpoint, args.device, args.precision, inflow=args.inflow)
+        if "model" in args.methods
+        else None
     )
     ds = open_input(args, skip_bad=True)
     result = evaluate(

@@ -26,7 +26,7 @@ from nowcast.regrid import grid_spacing_km
 DEFAULT_THRESHOLDS = (0.5, 1.0, 2.0, 5.0, 10.0)
 DEFAULT_FSS_SCALES = (1, 5, 17)
 #: Methods that advect along the shared Lucas–Kanade motion.
-MOTION_METHODS = frozenset({"extrapolation", "sprog", "steps"})
+MOTION_METHODS = frozenset({"extrapolation", "extrapolation_inflow", "sprog", "steps"})
 #: Thresholds (mm/h) of the exceedance probabilities scored by default.
 DEFAULT_PROBABILITY_THRESHOLDS = (1.0, 5.0)
 

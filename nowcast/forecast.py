@@ -42,6 +42,11 @@ SMOOTHING_KM_PER_MINUTE = 0.1
 #: 4 km patches, does not continue the change of the 1 km pixels. Chosen on the validation radar
 #: (RMI) only, among 0, 0.25, 0.5 and 1, see ``benchmarks/results/trend_round15.md``.
 TREND_WEIGHT = 0.5
+#: What a Lagrangian forecast brings in where the motion comes from outside the observed domain:
+#: the last observation at the nearest observed pixel, chosen on crops of the validation radar
+#: (RMI), whose cut edges rain crosses (benchmarks/results/inflow_round20.md); ``empty`` is
+#: pysteps' no rain.
+INFLOW = "observed"
 #: Scale-dependent fade of a Lagrangian model's frames with lead time, before any Gaussian smoothing
 #: (:func:`smooth_by_lead`): ``cascade`` fades each spatial scale at the rate S-PROG's AR(2)
 #: process for that scale sets, estimated on the window (:mod:`nowcast.cascade`); ``none``.
@@ -74,14 +79,17 @@ def post_processing(
     trend_weight: float | None,
     fade: str,
     symmetries: int,
+    inflow: str | None = None,
 ) -> dict[str, Any]:
     """The post-processing settings of a model forecasting in ``frame``, None taking the frame's default.
 
     A Lagrangian model matches, smooths by lead time and continues the trend by default; an Eulerian
     one does none of these. A setting out of range is a ``ValueError``. Returns the
     :class:`Forecaster` fields ``probability_matching``, ``smoothing_km_per_minute``,
-    ``trend_weight``, ``fade`` and ``symmetries``.
+    ``trend_weight``, ``fade``, ``symmetries`` and ``inflow``.
     """
+    from nowcast.lagrangian import INFLOWS
+
     lagrangian = frame == "lagrangian"
     if probability_matching is None:
         probability_matching = "cdf" if lagrangian else "none"
@@ -89,6 +97,10 @@ def post_processing(
         smoothing_km_per_minute = SMOOTHING_KM_PER_MINUTE if lagrangian else 0.0
     if trend_weight is None:
         trend_weight = TREND_WEIGHT if lagrangian else 0.0
+    if inflow is None:
+        inflow = INFLOW if lagrangian else "empty"
+    if inflow not in INFLOWS:
+        raise ValueError(f"inflow must be one of {INFLOWS}, got {inflow!r}")
     if probability_matching not in PROBABILITY_MATCHING:
         raise ValueError(f"probability_matching must be one of {PROBABILITY_MATCHING}, got {probability_matching!r}")
     if fade not in FADES:
@@ -105,6 +117,7 @@ def post_processing(
         "trend_weight": float(trend_weight),
         "fade": fade,
         "symmetries": int(symmetries),
+        "inflow": inflow,
     }
 
 
@@ -204,6 +217,9 @@ class Forecaster:
     #: Where probabilities come from (:data:`PROBABILITY_SOURCES`): ``head`` (the network's
     #: probability head, when the checkpoint has one) or ``members`` (perturbed motions).
     probability_source: str = "members"
+    #: What flows in where the motion comes from outside the observed domain (one of
+    #: :data:`~nowcast.lagrangian.INFLOWS`): ``empty`` (pysteps) or ``observed`` (:data:`INFLOW`).
+    inflow: str = "empty"
 
     @classmethod
     def from_checkpoint(
@@ -217,6 +233,7 @@ class Forecaster:
         fade: str = "none",
         probability_source: str | None = None,
         trend_weight: float | None = None,
+        inflow: str | None = None,
     ) -> Forecaster:
         """Load a checkpoint (default: the shipped pretrained radar model).
 
@@ -233,6 +250,9 @@ class Forecaster:
         :data:`FADES`) fades a Lagrangian model's frames scale by scale with lead time, before the
         smoothing. ``probability_source`` (one of :data:`PROBABILITY_SOURCES`; None: ``head`` when
         the model has a probability head, else ``members``) says where probabilities come from.
+        ``inflow`` (one of :data:`~nowcast.lagrangian.INFLOWS`; None: :data:`INFLOW` for Lagrangian
+        models) is what a Lagrangian forecast brings in where the motion comes from outside the
+        observed domain.
         """
         path = Path(path) if path is not None else pretrained_checkpoint()
         payload = load_checkpoint(path)
@@ -248,7 +268,9 @@ class Forecaster:
         log.debug("precision: %s", choice.reason)
         precision = choice.name
         frame = str(data.get("frame", "eulerian"))
-        post = post_processing(frame, probability_matching, smoothing_km_per_minute, trend_weight, fade, symmetries)
+        post = post_processing(
+            frame, probability_matching, smoothing_km_per_minute, trend_weight, fade, symmetries, inflow
+        )
         has_head = model.probability_conv is not None
         if probability_source is None:
             probability_source = "head" if has_head else "members"
@@ -525,6 +547,11 @@ class _LagrangianRun:
     round_trip: tuple[np.ndarray, np.ndarray] | None
     match: Callable[[np.ndarray], np.ndarray]
     probabilities: np.ndarray | None = None  # (n_out, U, h, w) the probability head's, moving frame
+    #: ``(h, w)`` no-data of the last input on the model's grid
+    grid_no_data: np.ndarray | None = None
+    #: ``(h, w)`` mm/h what flows in where the motion comes from outside the observed domain: the last
+    #: input filled to every pixel from its nearest observed one; None: nothing (see :meth:`advect`)
+    inflow: np.ndarray | None = None
 
     @classmethod
     def start(
@@ -565,6 +592,11 @@ class _LagrangianRun:
             analysis = symmetric_run(  # (n_out, h, w) in the analysis frame
                 lambda f: forecaster._run(f, n_out, step_minutes), frames, forecaster.symmetries
             )[0]
+        grid_no_data = ~np.isfinite(fields[-1])  # (h, w) on the model's grid
+        inflow = None  # the last observation filled to every pixel, what flows in from outside
+        if forecaster.inflow == "observed":
+            nearest = lagrangian.nearest_observed(grid_no_data)
+            inflow = lagrangian.fill_from_nearest(np.nan_to_num(fields[-1], nan=0.0), nearest).astype(np.float64)
         round_trip = None  # quantile map undoing the trip to the model's grid and back, built once
         if forecaster.probability_matching == "cdf" and fields.shape[-2:] != rates.shape[-2:]:
             round_trip = round_trip_quantiles(rates[-1], regrid.resample(fields[-1], rates.shape[-2:]))
@@ -581,13 +613,15 @@ class _LagrangianRun:
             round_trip=round_trip,
             match=distribution_matcher(fields[-1]),
             probabilities=probabilities,
+            grid_no_data=grid_no_data,
+            inflow=inflow,
         )
 
     def head_probabilities(self) -> HeadProbabilities:
         """The probability head's ``P(R ≥ u)`` advected to each lead time on the input grid.
 
         Each lead's probabilities move along the same displacements as the forecast; what comes
-        from outside the domain is 0, as the forecast's rain is; NaN where the last frame has no data.
+        from outside the domain is 0; NaN where the last frame has no data.
         """
         from nowcast import lagrangian, regrid
 
@@ -645,10 +679,23 @@ class _LagrangianRun:
 
         What :meth:`place` gives before the round trip's quantile map, the rain floor and the no-data mask.
         """
-        from nowcast import lagrangian, regrid
+        from nowcast import regrid
 
-        out = np.nan_to_num(lagrangian.warp(prepared, forward), nan=0.0)
-        return regrid.resample(out[None], self.shape)[0]
+        return regrid.resample(self.advect(prepared, forward)[None], self.shape)[0]
+
+    def advect(self, field: np.ndarray, forward: np.ndarray) -> np.ndarray:
+        """``field`` ``(h, w)`` on the model's grid advected by ``forward`` ``(2, h, w)``, no NaN.
+
+        Where the departure point lies outside the observed domain, the forecaster's ``inflow``
+        decides: ``empty`` gives 0, as pysteps' extrapolation (and the network's values on no-data
+        pixels move as they are); ``observed`` gives the last observation at the nearest observed
+        pixel (:func:`nowcast.lagrangian.advect`).
+        """
+        from nowcast import lagrangian
+
+        if self.inflow is None:
+            return np.nan_to_num(lagrangian.warp(field, forward), nan=0.0)
+        return np.nan_to_num(lagrangian.advect(field, forward, self.inflow, self.grid_no_data), nan=0.0)
 
     def at_or_above(self, moved: np.ndarray, threshold: float) -> np.ndarray:
         """``place(...) >= threshold`` (NaN as 0) from :meth:`moved`'s field ``(H, W)``, bool, without mapping it.

@@ -13,6 +13,12 @@ warped as pysteps warps it (bilinear ``map_coordinates``, NaN from outside the d
   steps backward, and its inverse, ``j`` steps forward. ``from_lagrangian`` of the last input
   repeated is the extrapolation baseline (:func:`nowcast.baselines.extrapolation`), and with
   ``stride=1`` exactly pysteps' extrapolation.
+
+What flows in: a pixel whose departure point lies outside the observed domain (beyond the grid, or
+where the radar has no data) gets no rain in pysteps' scheme (``inflow="empty"``). With
+``inflow="observed"`` it gets the last observation's value at the observed pixel nearest to its
+departure point (:func:`advect`): rain at the domain's upwind edge keeps coming in, as it does
+when the radar's range cuts through a rain area.
 """
 
 from __future__ import annotations
@@ -21,12 +27,17 @@ import warnings
 
 import numpy as np
 import torch
-from scipy.ndimage import map_coordinates
+from scipy.ndimage import distance_transform_edt, map_coordinates
 from torch.nn.functional import grid_sample
 
 from nowcast import motion
 from nowcast._quiet import import_pysteps
 from nowcast.parallel import map_frames
+
+#: What a pixel whose departure point lies outside the observed domain gets: ``empty`` (no rain,
+#: pysteps' extrapolation) or ``observed`` (the last observation at the nearest observed pixel; see
+#: the module's docstring).
+INFLOWS = ("empty", "observed")
 
 
 def displacements(
@@ -72,8 +83,11 @@ def _pysteps_displacements(
     return out
 
 
-def warp(field: np.ndarray, displacement: np.ndarray) -> np.ndarray:
+def warp(field: np.ndarray, displacement: np.ndarray, outside: str = "nan") -> np.ndarray:
     """Warp ``field`` ``(H, W)`` by ``displacement`` ``(2, H, W)`` as pysteps does (NaN outside).
+
+    ``outside="edge"`` takes a departure point beyond the grid to the nearest edge pixel instead
+    (its coordinates clamped to the grid), so nothing is NaN unless ``field`` is.
 
     Pysteps' bilinear ``map_coordinates`` (``mode="constant"``, NaN beyond the edge pixels'
     centres). A field without NaN is warped by torch's ``grid_sample`` in float64 instead, the same
@@ -84,6 +98,10 @@ def warp(field: np.ndarray, displacement: np.ndarray) -> np.ndarray:
     h, w = field.shape
     ys, xs = np.mgrid[0:h, 0:w]
     y, x = ys + displacement[1], xs + displacement[0]
+    if outside == "edge":
+        y, x = np.clip(y, 0, h - 1), np.clip(x, 0, w - 1)
+    elif outside != "nan":
+        raise ValueError(f"outside must be 'nan' or 'edge', got {outside!r}")
     if h < 2 or w < 2 or not np.isfinite(field).all():
         out = map_coordinates(field, [y, x], mode="constant", cval=np.nan, order=1, prefilter=False)
         return out.astype(field.dtype, copy=False)
@@ -109,6 +127,55 @@ def targets_to_lagrangian(targets: np.ndarray, backward: np.ndarray) -> np.ndarr
     return np.stack(map_frames(lambda j: warp(targets[j], backward[j]), len(targets)))
 
 
-def from_lagrangian(frames: np.ndarray, forward: np.ndarray) -> np.ndarray:
-    """Advect ``(n, H, W)`` analysis-frame forecasts to their leads 1…n (``forward`` displacements)."""
-    return np.stack(map_frames(lambda j: warp(frames[j], forward[j]), len(frames)))
+def from_lagrangian(frames: np.ndarray, forward: np.ndarray, inflow: str = "empty") -> np.ndarray:
+    """Advect ``(n, H, W)`` analysis-frame forecasts to their leads 1…n (``forward`` displacements).
+
+    ``inflow`` (one of :data:`INFLOWS`): ``empty`` leaves NaN where a departure point lies outside
+    the grid or on no-data, as pysteps; ``observed`` gives such a pixel the frame's own value at the
+    observed pixel nearest to the departure point (the extrapolation baseline's frames are the last
+    observation), so only an all-NaN frame stays NaN.
+    """
+    if inflow not in INFLOWS:
+        raise ValueError(f"inflow must be one of {INFLOWS}, got {inflow!r}")
+    if inflow == "empty":
+        return np.stack(map_frames(lambda j: warp(frames[j], forward[j]), len(frames)))
+
+    def one_lead(j: int) -> np.ndarray:
+        no_data = ~np.isfinite(frames[j])
+        return advect(frames[j], forward[j], fill_from_nearest(frames[j], nearest_observed(no_data)), no_data)
+
+    return np.stack(map_frames(one_lead, len(frames)))
+
+
+def advect(field: np.ndarray, displacement: np.ndarray, observed: np.ndarray, no_data: np.ndarray) -> np.ndarray:
+    """``field`` ``(H, W)`` warped by ``displacement`` ``(2, H, W)``, the last observation flowing in.
+
+    Where the departure point lies beyond the grid or touches a ``no_data`` pixel (``(H, W)`` bool;
+    bilinear weight above 0, where pysteps' warp would give NaN), the pixel takes ``observed``
+    ``(H, W)``, the last observation filled to every pixel (:func:`fill_from_nearest`), warped with
+    its departure point clamped to the grid; elsewhere ``field``'s warp. ``field``'s values on
+    ``no_data`` pixels are not used. Three NaN-free warps, no NaN in the result unless
+    ``observed`` has some.
+    """
+    inside = warp(np.where(no_data, 0.0, field), displacement)  # NaN only beyond the grid
+    from_outside = np.isnan(inside)
+    if no_data.any():
+        from_outside |= warp(no_data.astype(np.float64), displacement) > 0
+    return np.where(from_outside, warp(observed, displacement, outside="edge"), inside)
+
+
+def nearest_observed(no_data: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Row and column ``(H, W)`` of each pixel's nearest observed pixel, for :func:`fill_from_nearest`.
+
+    ``no_data`` ``(H, W)`` bool marks the pixels without data. None when there is nothing to fill
+    (every pixel observed) or nothing to fill from (none observed).
+    """
+    if not no_data.any() or no_data.all():
+        return None
+    rows, cols = distance_transform_edt(no_data, return_distances=False, return_indices=True)
+    return rows, cols
+
+
+def fill_from_nearest(field: np.ndarray, nearest: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """``field`` ``(H, W)`` with each pixel given its nearest observed pixel's value (:func:`nearest_observed`)."""
+    return field if nearest is None else field[nearest]

@@ -41,7 +41,9 @@ from nowcast.probability import (
 )
 
 #: Every method name :func:`get_method` knows.
-METHOD_NAMES = ("model", "persistence", "extrapolation", "sprog", "steps")
+#: ``extrapolation_inflow`` is LK extrapolation with the Lagrangian model's inflow (the last frame at the
+#: nearest observed pixel where the motion comes from outside the domain; see :mod:`nowcast.lagrangian`).
+METHOD_NAMES = ("model", "persistence", "extrapolation", "extrapolation_inflow", "sprog", "steps")
 #: What ``evaluate`` scores unless told otherwise (STEPS is slow: tens of cascades per window).
 DEFAULT_METHODS = ("model", "persistence", "extrapolation", "sprog")
 #: Members of a STEPS ensemble unless told otherwise.
@@ -102,6 +104,10 @@ def _persistence(window: Window) -> np.ndarray:
 
 def _extrapolation(window: Window) -> np.ndarray:
     return baselines.extrapolation(window.rates, window.n_out, window.velocity)[None]
+
+
+def _extrapolation_inflow(window: Window) -> np.ndarray:
+    return baselines.extrapolation(window.rates, window.n_out, window.velocity, inflow="observed")[None]
 
 
 def _sprog(window: Window) -> np.ndarray:
@@ -187,6 +193,7 @@ def get_method(
     methods: dict[str, Method] = {
         "persistence": _persistence,
         "extrapolation": _extrapolation,
+        "extrapolation_inflow": _extrapolation_inflow,
         "sprog": _sprog,
         "steps": partial(steps, members=members),
     }

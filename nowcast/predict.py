@@ -24,6 +24,7 @@ from nowcast.errors import UserError
 from nowcast.forecast import Forecaster
 from nowcast.io.formats import READERS, get_reader
 from nowcast.io.radar import ZR, open_radar, split_sequences
+from nowcast.lagrangian import INFLOWS
 from nowcast.methods import Window, get_method
 from nowcast.precision import PRECISIONS
 from nowcast.probability import MODEL_MEMBERS, untrained_thresholds
@@ -168,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(and FILE_probability.gif beside --gif), e.g. 1,5,10",
     )
     parser.add_argument(
+        "--inflow",
+        choices=INFLOWS,
+        default=None,
+        help="for a Lagrangian model, what comes in where the motion comes from outside the radar's range: "
+        "observed (the last frame's nearest observed value; the default) or empty (no rain, as pysteps)",
+    )
+    parser.add_argument(
         "--members",
         type=int,
         default=MODEL_MEMBERS,
@@ -254,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
     check_outputs([args.output, args.gif, probability_gif], args.overwrite, [".nc", ".gif", ".gif"])
     if not 1 <= args.members <= 200:
         raise UserError(f"--members must be between 1 and 200, got {args.members}")
-    forecaster = Forecaster.from_checkpoint(args.checkpoint, args.device, args.precision)
+    forecaster = Forecaster.from_checkpoint(args.checkpoint, args.device, args.precision, inflow=args.inflow)
     trained = forecaster.model.config.probability_thresholds
     if forecaster.probability_source == "head" and untrained_thresholds(trained, args.probabilities or []):
         known = ", ".join(f"{u:g}" for u in trained)

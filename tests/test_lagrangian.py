@@ -104,6 +104,72 @@ def test_untrained_lagrangian_model_is_lk_extrapolation():
     assert np.isnan(forecast[:, 60:]).all()  # no-data stays no-data
 
 
+def _rain_at_the_upwind_edge(no_data_columns: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(5, 40, 48)`` mm/h rain over the left half, moving right 2 px/step, and that motion ``(2, 40, 48)``.
+
+    Rows vary (1 to 8 mm/h) so that the edge values that flow in are told apart; the first
+    ``no_data_columns`` columns are outside the radar's range (NaN).
+    """
+    rates = np.zeros((5, 40, 48), dtype=np.float32)
+    rates[:, :, :24] = np.linspace(1.0, 8.0, 40, dtype=np.float32)[:, None]
+    rates[:, :, :no_data_columns] = np.nan
+    velocity = np.zeros((2, 40, 48))
+    velocity[0] = 2.0
+    return rates, velocity
+
+
+@pytest.mark.parametrize("no_data_columns", [0, 6])
+def test_observed_inflow_brings_the_last_frames_edge_in(no_data_columns):
+    rates, velocity = _rain_at_the_upwind_edge(no_data_columns)
+    edge = rates[-1, :, no_data_columns]  # (40,) the observed column nearest to where the rain comes from
+    empty = extrapolation(rates, 4, velocity)
+    observed = extrapolation(rates, 4, velocity, inflow="observed")
+    first = no_data_columns  # first observed column; at lead 4 rain has come 8 px from outside
+    np.testing.assert_array_equal(empty[3, :, first : first + 7], 0.0)  # pysteps: no rain comes in
+    for column in range(first, first + 7):
+        np.testing.assert_allclose(observed[3, :, column], edge, rtol=1e-5)
+    np.testing.assert_allclose(observed[:, :, first + 8 :], empty[:, :, first + 8 :], atol=1e-5)  # same inside
+    assert np.isnan(observed[:, :, :no_data_columns]).all()  # no-data stays no-data
+
+
+def test_advect_takes_the_observation_only_where_the_motion_comes_from_outside():
+    rng = np.random.default_rng(0)
+    field, observed = rng.random((2, 30, 30))
+    no_data = np.zeros((30, 30), dtype=bool)
+    no_data[:, :5] = True
+    displacement = np.zeros((2, 30, 30))
+    displacement[0] = -3.5  # departure points 3.5 px to the left
+    out = lagrangian.advect(field, displacement, observed, no_data)
+    plain = lagrangian.warp(np.where(no_data, np.nan, field), displacement)  # pysteps: NaN from no-data
+    outside = np.isnan(plain)
+    np.testing.assert_allclose(out[~outside], plain[~outside])
+    np.testing.assert_allclose(out[outside], lagrangian.warp(observed, displacement, outside="edge")[outside])
+    assert outside[:, :9].all() and not outside[:, 9:].any()  # up to 3.5 px + one bilinear neighbour
+
+
+def test_untrained_lagrangian_model_is_lk_extrapolation_with_the_same_inflow():
+    rates, _ = _rain_at_the_upwind_edge(no_data_columns=6)
+    rates = rates + moving_blob(5, size=48)[:, 4:44]  # something for the motion to follow
+    forecaster = _lagrangian_forecaster()
+    forecaster.inflow = "observed"
+    forecast = forecaster.forecast(rates, 6, 5.0, spacing_km=(1.0, 1.0))
+    rain = dry_below_floor(rates)
+    expected = dry_below_floor(extrapolation(rain, 6, motion_field(rates), inflow="observed"))
+    np.testing.assert_allclose(forecast, expected, atol=1e-4, equal_nan=True)
+    assert not np.allclose(np.nan_to_num(forecast), np.nan_to_num(_lagrangian_forecaster().forecast(rates, 6, 5.0)))
+
+
+def test_inflow_defaults_by_frame_and_refuses_unknown_names():
+    from nowcast.forecast import INFLOW, post_processing
+
+    assert post_processing("lagrangian", None, None, None, "none", 1)["inflow"] == INFLOW == "observed"
+    assert post_processing("eulerian", None, None, None, "none", 1)["inflow"] == "empty"
+    with pytest.raises(ValueError, match="inflow"):
+        post_processing("lagrangian", None, None, None, "none", 1, "edge")
+    with pytest.raises(ValueError, match="inflow"):
+        lagrangian.from_lagrangian(np.zeros((1, 4, 4)), np.zeros((1, 2, 4, 4)), inflow="edge")
+
+
 def test_a_radar_noise_floor_is_no_rain_to_the_network():
     """FMI-like dry pixels at 0.0004–0.1 mm/h forecast as if they were 0, with a network that uses its inputs."""
     forecaster = _lagrangian_forecaster()
