@@ -689,7 +689,8 @@ class _LagrangianRun:
         Where the departure point lies outside the observed domain, the forecaster's ``inflow``
         decides: ``empty`` gives 0, as pysteps' extrapolation (and the network's values on no-data
         pixels move as they are); ``observed`` gives the last observation at the nearest observed
-        pixel (:func:`nowcast.lagrangian.advect`).
+        pixel (:func:`nowcast.lagrangian.advect`), unsmoothed: smoothing it as the lead's frame is
+        smoothed spread light rain along the edge into wide bands (round 20).
         """
         from nowcast import lagrangian
 

@@ -38,6 +38,10 @@ from nowcast.parallel import map_frames
 #: pysteps' extrapolation) or ``observed`` (the last observation at the nearest observed pixel; see
 #: the module's docstring).
 INFLOWS = ("empty", "observed")
+#: Bilinear weight of no-data pixels above which a departure point counts as outside the observed
+#: domain: pysteps' warp gives NaN for any weight above 0, but torch's warp of a departure point on a
+#: pixel's centre leaves ~1e-7 on its neighbour.
+NO_DATA_WEIGHT = 1e-6
 
 
 def displacements(
@@ -151,7 +155,7 @@ def advect(field: np.ndarray, displacement: np.ndarray, observed: np.ndarray, no
     """``field`` ``(H, W)`` warped by ``displacement`` ``(2, H, W)``, the last observation flowing in.
 
     Where the departure point lies beyond the grid or touches a ``no_data`` pixel (``(H, W)`` bool;
-    bilinear weight above 0, where pysteps' warp would give NaN), the pixel takes ``observed``
+    bilinear weight above :data:`NO_DATA_WEIGHT`, where pysteps' warp would give NaN), the pixel takes ``observed``
     ``(H, W)``, the last observation filled to every pixel (:func:`fill_from_nearest`), warped with
     its departure point clamped to the grid; elsewhere ``field``'s warp. ``field``'s values on
     ``no_data`` pixels are not used. Three NaN-free warps, no NaN in the result unless
@@ -160,7 +164,7 @@ def advect(field: np.ndarray, displacement: np.ndarray, observed: np.ndarray, no
     inside = warp(np.where(no_data, 0.0, field), displacement)  # NaN only beyond the grid
     from_outside = np.isnan(inside)
     if no_data.any():
-        from_outside |= warp(no_data.astype(np.float64), displacement) > 0
+        from_outside |= warp(no_data.astype(np.float64), displacement) > NO_DATA_WEIGHT
     return np.where(from_outside, warp(observed, displacement, outside="edge"), inside)
 
 
