@@ -595,8 +595,7 @@ class _LagrangianRun:
         grid_no_data = ~np.isfinite(fields[-1])  # (h, w) on the model's grid
         inflow = None  # the last observation filled to every pixel, what flows in from outside
         if forecaster.inflow == "observed":
-            nearest = lagrangian.nearest_observed(grid_no_data)
-            inflow = lagrangian.fill_from_nearest(np.nan_to_num(fields[-1], nan=0.0), nearest).astype(np.float64)
+            inflow = lagrangian.inflow_field(fields[-1])
         round_trip = None  # quantile map undoing the trip to the model's grid and back, built once
         if forecaster.probability_matching == "cdf" and fields.shape[-2:] != rates.shape[-2:]:
             round_trip = round_trip_quantiles(rates[-1], regrid.resample(fields[-1], rates.shape[-2:]))

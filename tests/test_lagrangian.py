@@ -132,6 +132,17 @@ def test_observed_inflow_brings_the_last_frames_edge_in(no_data_columns):
     assert np.isnan(observed[:, :, :no_data_columns]).all()  # no-data stays no-data
 
 
+def test_a_lone_shower_on_the_edge_does_not_flow_in_but_a_rain_area_does():
+    last = np.zeros((40, 48), dtype=np.float32)
+    last[:, :4] = np.nan  # outside the radar's range
+    last[10, 4] = 9.0  # one wet pixel on the edge of the range
+    last[20:30, 4:12] = 3.0  # a 10 × 8 px rain area on it
+    inflow = lagrangian.inflow_field(last, opening=5)
+    np.testing.assert_array_equal(inflow[10, :5], 0.0)
+    np.testing.assert_array_equal(inflow[20:30, :12], 3.0)
+    np.testing.assert_array_equal(lagrangian.inflow_field(last, opening=1)[10, :5], 9.0)  # no opening: a streak
+
+
 def test_advect_takes_the_observation_only_where_the_motion_comes_from_outside():
     rng = np.random.default_rng(0)
     field, observed = rng.random((2, 30, 30))
