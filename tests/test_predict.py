@@ -189,3 +189,24 @@ def test_predict_on_bom_radar(tmp_path):
     ds = xr.open_dataset(out)
     assert ds["rainfall_rate"].shape == (5, 512, 512)
     assert ds.attrs["nowcast_time_step_minutes"] == 6.0
+
+
+def test_inflow_option_reaches_the_forecaster(tmp_path, monkeypatch, capsys):
+    seen = []
+    real = Forecaster.from_checkpoint
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("inflow"))
+        forecaster = real(*args, **kwargs)
+        seen.append(forecaster.inflow)
+        return forecaster
+
+    monkeypatch.setattr(Forecaster, "from_checkpoint", staticmethod(spy))
+    write_sequence(tmp_path / "r", n=real().t_in, step_min=5, size=16)
+    args = ["--input", str(tmp_path / "r"), "--output", str(tmp_path / "o.nc"), "--steps", "1", "-q", "--overwrite"]
+    assert predict.main([*args, "--inflow", "empty"]) == 0
+    assert predict.main(args) == 0
+    assert seen == ["empty", "empty", None, "observed"]  # the shipped Lagrangian model's default
+    with pytest.raises(SystemExit) as refused:
+        predict.main([*args, "--inflow", "edge"])
+    assert refused.value.code == 2 and "invalid choice: 'edge'" in capsys.readouterr().err
