@@ -28,9 +28,8 @@ from nowcast.evaluation import (
     metrics_rows,
 )
 from nowcast.forecast import Forecaster
-from nowcast.lagrangian import INFLOWS
 from nowcast.methods import DEFAULT_MEMBERS, DEFAULT_METHODS, METHOD_NAMES
-from nowcast.predict import add_input_arguments, check_minutes, guarded, open_input
+from nowcast.predict import add_inflow_argument, add_input_arguments, check_minutes, guarded, open_input
 from nowcast.probability import MODEL_MEMBERS
 
 OUTPUT_NAMES = (
@@ -79,13 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"for a model without a probability head: members of its motion-perturbed ensemble for its "
         f"probabilities (default {MODEL_MEMBERS}; 1: its single forecast with a growing neighbourhood, faster)",
     )
-    parser.add_argument(
-        "--inflow",
-        choices=INFLOWS,
-        default=None,
-        help="for a Lagrangian model, what comes in where the motion comes from outside the radar's range: "
-        "observed (the last frame's nearest observed value; the default) or empty (no rain, as pysteps)",
-    )
+    add_inflow_argument(parser)
     parser.add_argument(
         "--probability-thresholds",
         nargs="*",

@@ -37,6 +37,17 @@ DEFAULT_MINUTES = 60.0
 MAX_HORIZON_MINUTES = 360.0
 
 
+def add_inflow_argument(parser: argparse.ArgumentParser) -> None:
+    """``--inflow``, shared by ``predict`` and ``evaluate``: passed to :meth:`Forecaster.from_checkpoint`."""
+    parser.add_argument(
+        "--inflow",
+        choices=INFLOWS,
+        default=None,
+        help="for a Lagrangian model, what comes in where the motion comes from outside the radar's range: "
+        "observed (the last frame's nearest observed value; the default) or empty (no rain, as pysteps)",
+    )
+
+
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by predict and evaluate: inputs, checkpoint, variable, Z–R, device."""
     parser.add_argument(
@@ -168,13 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write P(rain rate >= U mm/h) per threshold and lead time into the netCDF "
         "(and FILE_probability.gif beside --gif), e.g. 1,5,10",
     )
-    parser.add_argument(
-        "--inflow",
-        choices=INFLOWS,
-        default=None,
-        help="for a Lagrangian model, what comes in where the motion comes from outside the radar's range: "
-        "observed (the last frame's nearest observed value; the default) or empty (no rain, as pysteps)",
-    )
+    add_inflow_argument(parser)
     parser.add_argument(
         "--members",
         type=int,
