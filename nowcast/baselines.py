@@ -19,7 +19,7 @@ import numpy as np
 
 from nowcast._quiet import import_pysteps
 from nowcast.motion import MOTION_STRIDE, lucas_kanade
-from nowcast.parallel import worker_count
+from nowcast.parallel import map_frames, worker_count
 from nowcast.transforms import RAIN_FLOOR_MM_H
 
 #: dB transform settings for motion and S-PROG: rates below the rain floor (0.1 mm/h) are "no
@@ -75,12 +75,16 @@ def extrapolation(
     """
     from nowcast import lagrangian
 
+    if inflow not in lagrangian.INFLOWS:
+        raise ValueError(f"inflow must be one of {lagrangian.INFLOWS}, got {inflow!r}")
     velocity = motion_field(rates) if velocity is None else velocity
+    forward = lagrangian.displacements(velocity, n_out)
     last = rates[-1].astype(np.float64)
     if inflow == "empty":
-        last = np.nan_to_num(last, nan=0.0)
-    repeated = np.repeat(last[None], n_out, axis=0)
-    out = lagrangian.from_lagrangian(repeated, lagrangian.displacements(velocity, n_out), inflow)
+        out = lagrangian.from_lagrangian(np.repeat(np.nan_to_num(last, nan=0.0)[None], n_out, axis=0), forward)
+    else:  # what flows in is built once, not once per lead
+        observed, no_data = lagrangian.inflow_field(last), ~np.isfinite(last)
+        out = np.stack(map_frames(lambda j: lagrangian.advect(last, forward[j], observed, no_data), n_out))
     return _mask_like_last(np.nan_to_num(out, nan=0.0), rates)
 
 

@@ -136,23 +136,9 @@ def targets_to_lagrangian(targets: np.ndarray, backward: np.ndarray) -> np.ndarr
     return np.stack(map_frames(lambda j: warp(targets[j], backward[j]), len(targets)))
 
 
-def from_lagrangian(frames: np.ndarray, forward: np.ndarray, inflow: str = "empty") -> np.ndarray:
-    """Advect ``(n, H, W)`` analysis-frame forecasts to their leads 1…n (``forward`` displacements).
-
-    ``inflow`` (one of :data:`INFLOWS`): ``empty`` leaves NaN where a departure point lies outside
-    the grid or on no-data, as pysteps; ``observed`` gives such a pixel the frame's own value at the
-    observed pixel nearest to the departure point (the extrapolation baseline's frames are the last
-    observation), so only an all-NaN frame stays NaN.
-    """
-    if inflow not in INFLOWS:
-        raise ValueError(f"inflow must be one of {INFLOWS}, got {inflow!r}")
-    if inflow == "empty":
-        return np.stack(map_frames(lambda j: warp(frames[j], forward[j]), len(frames)))
-
-    def one_lead(j: int) -> np.ndarray:
-        return advect(frames[j], forward[j], inflow_field(frames[j]), ~np.isfinite(frames[j]))
-
-    return np.stack(map_frames(one_lead, len(frames)))
+def from_lagrangian(frames: np.ndarray, forward: np.ndarray) -> np.ndarray:
+    """Advect ``(n, H, W)`` analysis-frame forecasts to their leads 1…n (``forward`` displacements)."""
+    return np.stack(map_frames(lambda j: warp(frames[j], forward[j]), len(frames)))
 
 
 def advect(field: np.ndarray, displacement: np.ndarray, observed: np.ndarray, no_data: np.ndarray) -> np.ndarray:

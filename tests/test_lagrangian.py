@@ -178,7 +178,7 @@ def test_inflow_defaults_by_frame_and_refuses_unknown_names():
     with pytest.raises(ValueError, match="inflow"):
         post_processing("lagrangian", None, None, None, "none", 1, "edge")
     with pytest.raises(ValueError, match="inflow"):
-        lagrangian.from_lagrangian(np.zeros((1, 4, 4)), np.zeros((1, 2, 4, 4)), inflow="edge")
+        extrapolation(np.zeros((2, 4, 4)), 1, np.zeros((2, 4, 4)), inflow="edge")
 
 
 def test_a_radar_noise_floor_is_no_rain_to_the_network():
