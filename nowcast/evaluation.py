@@ -174,8 +174,9 @@ def score_windows(
     Parameters
     ----------
     windows
-        ``(inputs (n_in, H, W), observed (n_out, H, W), times[, step_minutes])`` in physical units
-        (mm/h for radar), NaN where there is no data; a window's own step overrides ``spec``'s.
+        ``(inputs (n_in, H, W), observed (n_out, H, W), times[, step_minutes[, motion]])`` in
+        physical units (mm/h for radar), NaN where there is no data; a window's own step overrides
+        ``spec``'s; ``motion`` is :attr:`nowcast.methods.Window.frame_motion`.
     spec
         Frames in and out and the time step.
     methods
@@ -198,8 +199,9 @@ def score_windows(
     prob_scorers: dict[str, ProbabilisticScorer] = {}
     seconds: dict[str, float] = dict.fromkeys(methods, 0.0)
     best_rain, example, example_times, samples, count = -1.0, {}, [], [], 0
-    for inputs, observed, times, *step in windows:
-        window = Window(inputs, spec.n_out, step[0] if step and step[0] else spec.step_minutes, spacing_km)
+    for inputs, observed, times, *extra in windows:
+        step = extra[0] if extra and extra[0] else spec.step_minutes
+        window = Window(inputs, spec.n_out, step, spacing_km, frame_motion=extra[1] if len(extra) > 1 else None)
         outputs = forecast_window(window, methods, seconds)
         forecasts = {name: deterministic(out) for name, out in outputs.items()}
         valid = common_mask(observed, forecasts.values())

@@ -143,17 +143,20 @@ def run_model(
     precision: str = "32",
     autocast_cache: bool = True,
     probabilities: bool = False,
+    motion: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Forecast in model space: ``(B, T_in, C, H, W) -> (B, n_out, C, H, W)`` float32.
 
     ``autocast_cache=False`` for a forward pass recorded in a CUDA graph (see :mod:`nowcast.graphs`).
     ``probabilities`` also returns the probability head's logits ``(B, n_out, U, H, W)`` float32.
+    ``motion`` ``(B, 2, H, W)`` pixels per step, for a model with ``motion_channels``.
     """
+    extra = {"motion": motion} if motion is not None else {}
     with autocast(frames.device, precision, autocast_cache):
         if probabilities:
-            out, logits = model(frames, n_out, step_minutes, probabilities=True)
+            out, logits = model(frames, n_out, step_minutes, probabilities=True, **extra)
             return out.float(), logits.float()
-        out = model(frames, n_out, step_minutes)
+        out = model(frames, n_out, step_minutes, **extra)
     return out.float()
 
 
@@ -311,6 +314,7 @@ class Forecaster:
         n_out: int,
         step_minutes: float | None = None,
         spacing_km: tuple[float, float] = (1.0, 1.0),
+        motion: np.ndarray | None = None,
     ) -> np.ndarray:
         """Forecast rain rates.
 
@@ -326,6 +330,11 @@ class Forecaster:
         spacing_km
             Grid spacing ``(dy, dx)`` of the input in km (Lagrangian models resample to
             ``grid_km``; see :func:`nowcast.regrid.grid_spacing_km`).
+        motion
+            For frames already in the frame that moves with the rain (a training run's test
+            windows), the motion ``(2, H, W)`` (pixels per step) they were brought there with,
+            which a model with ``motion_channels`` takes. A Lagrangian forecaster estimates the
+            motion itself and refuses one.
 
         Returns
         -------
@@ -338,12 +347,14 @@ class Forecaster:
         batch = rates[None] if single else rates
         batch = batch[:, -self.t_in :]
         if self.lagrangian:
+            if motion is not None:
+                raise ValueError("a Lagrangian forecaster estimates the motion itself; give it none")
             out = np.stack([self._forecast_lagrangian(r, n_out, step_minutes, spacing_km) for r in batch])
             return out[0] if single else out
         no_data = ~np.isfinite(batch[:, -1])  # (B, H, W)
         x = self.transform.encode(np.nan_to_num(batch, nan=0.0).astype(np.float32))
         frames = torch.from_numpy(x).unsqueeze(2).to(self.device)  # (B, T, 1, H, W)
-        out = self._run(frames, n_out, step_minutes)  # (B, n_out, H, W) mm/h
+        out = self._run(frames, n_out, step_minutes, motion=motion)  # (B, n_out, H, W) mm/h
         if self.transform.kind != "identity":
             out = dry_below_floor(out)
         out[np.broadcast_to(no_data[:, None], out.shape)] = np.nan
@@ -357,6 +368,7 @@ class Forecaster:
         step_minutes: float | None,
         spacing_km: tuple[float, float] = (1.0, 1.0),
         members: int = 1,
+        motion: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray | PerturbedMembers | HeadProbabilities]:
         """The forecast ``(n_out, H, W)`` of :meth:`forecast` and the fields its probabilities come from.
 
@@ -368,36 +380,52 @@ class Forecaster:
         validation radar, see ``benchmarks/results/probabilistic``), or with ``members`` > 1 that
         forecast advected along ``members`` motions perturbed as STEPS perturbs its members'
         (:class:`PerturbedMembers`, made one at a time when read; one network pass for all);
-        otherwise the forecast itself.
+        otherwise the forecast itself. ``motion`` as in :meth:`forecast`.
         """
         if not self.lagrangian:
-            out = self.forecast(rates, n_out, step_minutes, spacing_km)
+            out = self.forecast(rates, n_out, step_minutes, spacing_km, motion=motion)
             return out, out[None]
+        if motion is not None:
+            raise ValueError("a Lagrangian forecaster estimates the motion itself; give it none")
         return self._forecast_lagrangian(
             rates[-self.t_in :], n_out, step_minutes, spacing_km, unsmoothed=True, members=members
         )
 
     def _run(
-        self, frames: torch.Tensor, n_out: int, step_minutes: float | None, probabilities: bool = False
+        self,
+        frames: torch.Tensor,
+        n_out: int,
+        step_minutes: float | None,
+        probabilities: bool = False,
+        motion: np.ndarray | None = None,
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Model-space ``(B, T, 1, H, W)`` in, decoded rain rate ``(B, n_out, H, W)`` mm/h out.
 
         ``probabilities`` also returns the probability head's ``P(R ≥ u)``, ``(B, n_out, U, H, W)``.
+        ``motion`` ``(2, H, W)`` pixels per step is the window's motion, for a model that takes it.
         """
         step = None
         if self.needs_step:
             if step_minutes is None:
                 raise ValueError("this model needs the input's time step in minutes")
             step = torch.full((frames.shape[0],), float(step_minutes), device=self.device)
+        velocity = None
+        if self.model.config.motion_channels:
+            if motion is None:
+                raise ValueError("this model takes the motion field: it forecasts in the frame moving with the rain")
+            velocity = torch.from_numpy(np.asarray(motion, dtype=np.float32)).to(self.device)
+            velocity = velocity.expand(frames.shape[0], *velocity.shape)
         if self.unroll == "auto":
-            self.unroll = self._choose_unroll(frames, n_out, step)
+            self.unroll = self._choose_unroll(frames, n_out, step, velocity)
         self.model.unroll = self.unroll
-        out = run_model(self.model, frames, n_out, step, self.precision, probabilities=probabilities)
+        out = run_model(self.model, frames, n_out, step, self.precision, probabilities=probabilities, motion=velocity)
         y, logits = out if probabilities else (out, None)
         rates = self.transform.decode(y[:, :, 0].cpu().numpy()).astype(np.float32)
         return (rates, torch.sigmoid(logits).cpu().numpy()) if probabilities else rates
 
-    def _choose_unroll(self, frames: torch.Tensor, n_out: int, step: torch.Tensor | None) -> str:
+    def _choose_unroll(
+        self, frames: torch.Tensor, n_out: int, step: torch.Tensor | None, motion: torch.Tensor | None = None
+    ) -> str:
         """The faster unroll for forecasting on this machine, timed once on a corner of ``frames``.
 
         A 256 × 256 corner of one window, timed once (about 0.6 s on a 2-core AVX2 CPU): on a
@@ -407,8 +435,16 @@ class Forecaster:
         from nowcast.unroll import choose_unroll
 
         corner = frames[:1, ..., :UNROLL_TIMING_SIZE, :UNROLL_TIMING_SIZE]
+        corner_motion = None if motion is None else motion[:1, ..., :UNROLL_TIMING_SIZE, :UNROLL_TIMING_SIZE]
         name, seconds = choose_unroll(
-            self.model, corner, n_out, None if step is None else step[:1], self.precision, reps=1, training=False
+            self.model,
+            corner,
+            n_out,
+            None if step is None else step[:1],
+            self.precision,
+            reps=1,
+            training=False,
+            motion=corner_motion,
         )
         log.debug("unroll for forecasting: %s (timed: %s)", name, seconds)
         return name
@@ -586,11 +622,14 @@ class _LagrangianRun:
         frames = torch.from_numpy(x)[None, :, None].to(forecaster.device)  # (1, T, 1, h, w)
         probabilities = None
         if head:
-            analysis, probabilities = forecaster._run(frames, n_out, step_minutes, probabilities=True)
+            analysis, probabilities = forecaster._run(frames, n_out, step_minutes, probabilities=True, motion=velocity)
             analysis, probabilities = analysis[0], probabilities[0]
         else:
             analysis = symmetric_run(  # (n_out, h, w) in the analysis frame
-                lambda f: forecaster._run(f, n_out, step_minutes), frames, forecaster.symmetries
+                lambda f, v: forecaster._run(f, n_out, step_minutes, motion=v),
+                frames,
+                forecaster.symmetries,
+                velocity,
             )[0]
         grid_no_data = ~np.isfinite(fields[-1])  # (h, w) on the model's grid
         inflow = None  # the last observation filled to every pixel, what flows in from outside
@@ -758,22 +797,30 @@ def observed_box(
     return slice(int(top), int(bottom)), slice(int(left), int(right))
 
 
-def symmetric_run(run: Callable[[torch.Tensor], np.ndarray], frames: torch.Tensor, count: int) -> np.ndarray:
+def symmetric_run(
+    run: Callable[[torch.Tensor, np.ndarray | None], np.ndarray],
+    frames: torch.Tensor,
+    count: int,
+    motion: np.ndarray | None = None,
+) -> np.ndarray:
     """Mean of ``run`` over ``count`` rotations and mirrors of ``frames``, each turned back.
 
-    ``frames`` ``(B, T, C, H, W)``; ``run`` maps such a tensor to ``(B, n_out, H, W)`` (mm/h).
+    ``frames`` ``(B, T, C, H, W)``; ``run`` maps such a tensor and the motion ``(2, H, W)`` (turned
+    with the frames, :func:`nowcast.lagrangian.turn_motion`) to ``(B, n_out, H, W)`` (mm/h).
     Valid for a model that forecasts in the frame that moves with the rain, where no direction is
     special, and trained on rotated and mirrored windows: the members differ only by what the network
     has not learned to be symmetric, and their mean (in mm/h) keeps what they agree on, as an
     ensemble mean does. ``count`` 1 is one plain call.
     """
     if count == 1:
-        return run(frames)
+        return run(frames, motion)
+    from nowcast.lagrangian import turn_motion
+
     total = None
     for turns, mirror in _DIHEDRAL[:count]:
         moved = torch.rot90(frames, turns, dims=(-2, -1))
         moved = moved.flip(-1) if mirror else moved
-        out = run(moved.contiguous())
+        out = run(moved.contiguous(), None if motion is None else turn_motion(motion, turns, mirror))
         out = np.flip(out, -1) if mirror else out
         out = np.rot90(out, -turns, axes=(-2, -1))
         total = out.astype(np.float64) if total is None else total + out

@@ -186,3 +186,22 @@ def nearest_observed(no_data: np.ndarray) -> tuple[np.ndarray, np.ndarray] | Non
 def fill_from_nearest(field: np.ndarray, nearest: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
     """``field`` ``(H, W)`` with each pixel given its nearest observed pixel's value (:func:`nearest_observed`)."""
     return field if nearest is None else field[nearest]
+
+
+def turn_motion(velocity: np.ndarray, turns: int, mirror: bool) -> np.ndarray:
+    """The motion ``(..., 2, H, W)`` (x then y, pixels per step) of a field turned and mirrored.
+
+    The field is turned by ``np.rot90(field, turns, axes=(-2, -1))`` (``torch.rot90`` alike) and
+    then, with ``mirror``, its columns are reversed (``field[..., ::-1]``); the motion's grid turns
+    the same way and its components with it: a quarter turn maps ``(u, v)`` to ``(v, -u)``, a
+    mirror ``u`` to ``-u``. Advecting the turned field along the turned motion gives the turned
+    advection (tested).
+    """
+    out = np.asarray(velocity)
+    for _ in range(turns % 4):
+        out = np.rot90(out, 1, axes=(-2, -1))
+        out = np.stack([out[..., 1, :, :], -out[..., 0, :, :]], axis=-3)
+    if mirror:
+        out = out[..., ::-1]
+        out = np.stack([-out[..., 0, :, :], out[..., 1, :, :]], axis=-3)
+    return np.ascontiguousarray(out)

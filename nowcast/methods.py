@@ -71,6 +71,10 @@ class Window:
     probability_growth
         Method name → the neighbourhood growth (km per minute) of its probabilities, where a method
         sets one; otherwise :func:`nowcast.probability.exceedance`'s default.
+    frame_motion
+        For frames already in the frame that moves with the rain (a training run's test windows):
+        the motion ``(2, H, W)`` (pixels per step) they were brought there with, which a model with
+        motion channels takes; None for observed frames.
 
     """
 
@@ -80,6 +84,7 @@ class Window:
     spacing_km: tuple[float, float] = (1.0, 1.0)
     probability_fields: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     probability_growth: dict[str, float] = field(default_factory=dict, repr=False)
+    frame_motion: np.ndarray | None = field(default=None, repr=False)
     _velocity: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -166,7 +171,12 @@ def model_method(forecaster, members: int = MODEL_MEMBERS) -> Method:
 
     def forecast(window: Window) -> np.ndarray:
         out, for_probabilities = forecaster.forecast_for_probabilities(
-            window.rates, window.n_out, window.step_minutes, window.spacing_km, members=members
+            window.rates,
+            window.n_out,
+            window.step_minutes,
+            window.spacing_km,
+            members=members,
+            motion=window.frame_motion,
         )
         window.probability_fields["model"] = for_probabilities
         if isinstance(for_probabilities, HeadProbabilities):

@@ -243,12 +243,12 @@ def test_lagrangian_forecaster_continues_growth_and_decay():
 def test_symmetric_ensemble_turns_each_member_back(count):
     frames = torch.from_numpy(np.random.default_rng(0).gamma(0.5, 2.0, (1, 3, 1, 6, 10)).astype(np.float32))
 
-    def last_frame(f):  # equivariant: every member turned back gives the same field
+    def last_frame(f, _motion):  # equivariant: every member turned back gives the same field
         return f[:, -1:, 0].numpy()
 
     np.testing.assert_allclose(symmetric_run(last_frame, frames, count), frames[:, -1:, 0].numpy(), rtol=1e-6)
 
-    def plus_column_ramp(f):  # not equivariant: the mean over mirrors is symmetric
+    def plus_column_ramp(f, _motion):  # not equivariant: the mean over mirrors is symmetric
         return f[:, -1:, 0].numpy() + np.arange(f.shape[-1], dtype=np.float32)
 
     out = symmetric_run(plus_column_ramp, frames, count) - frames[:, -1:, 0].numpy()
@@ -508,6 +508,7 @@ def test_intensity_jitter_scales_each_item_by_one_factor_within_its_range():
         "frames": transform.encode(rates).astype(np.float16),
         "valid": np.ones(rates.shape, bool),
         "step_minutes": np.full(6, 5.0, np.float32),
+        "velocity": np.zeros((6, 2, 8, 8), np.float16),
     }
     plain = LagrangianWindows(arrays, augment=True, seed=0, length=20)
     jittered = LagrangianWindows(arrays, augment=True, seed=0, length=20, jitter_db=3.0, transform=transform)

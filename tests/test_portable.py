@@ -18,6 +18,7 @@ def write_cache(path, transform: Transform) -> dict[str, np.ndarray]:
         "frames": transform.encode(rates).astype(np.float16),
         "valid": rng.random(rates.shape) > 0.1,
         "step_minutes": np.array([5.0, 10.0, 6.0], np.float32),
+        "velocity": rng.normal(0.0, 2.0, size=(3, 2, 24, 24)).astype(np.float16),
     }
     np.savez(path, **arrays)
     return arrays
@@ -34,6 +35,7 @@ def test_pack_round_trip_keeps_names_masks_steps_and_rates_within_a_quarter_db(t
         assert back["frames"].dtype == np.float16
         np.testing.assert_array_equal(back["valid"], original["valid"])
         np.testing.assert_array_equal(back["step_minutes"], original["step_minutes"])
+        np.testing.assert_array_equal(back["velocity"], original["velocity"])
         before = transform.decode(original["frames"].astype(np.float32))
         after = transform.decode(back["frames"].astype(np.float32))
     wet = before >= portable.FLOOR_MM_H

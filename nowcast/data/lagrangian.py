@@ -35,6 +35,8 @@ from nowcast.transforms import RAIN_FLOOR_MM_H, Transform, dry_below_floor
 
 log = logging.getLogger(__name__)
 
+#: The arrays of a cache file.
+CACHED_ARRAYS = ("frames", "valid", "step_minutes", "velocity")
 #: Settings that change the cached arrays (the cache key).
 CACHE_KEYS = (
     "t_in", "t_out", "strides", "grid_km", "crop", "crops_per_window", "window_every", "max_size_km", "max_boxes",
@@ -106,8 +108,12 @@ def source_sequences(path: str, cfg: Any) -> list[tuple[np.ndarray, float]]:
 
 def window_crops(
     window: np.ndarray, t_in: int, cfg: Any, rng: np.random.Generator
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Lagrangian crops of one window ``(t_in + t_out, h, w)`` mm/h: ``[(rates, valid)]`` ``(T, c, c)``."""
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Lagrangian crops of one window ``(t_in + t_out, h, w)`` mm/h: ``[(rates, valid, motion)]``.
+
+    ``rates`` and ``valid`` ``(T, c, c)``; ``motion`` ``(2, c, c)``, the window's motion there in
+    pixels per step of the window.
+    """
     t_out = window.shape[0] - t_in
     velocity = motion_field(window[:t_in])
     forward = lagrangian.displacements(velocity, t_in - 1)
@@ -133,8 +139,9 @@ def window_crops(
                 break
         if best_wet < cfg.min_wet_fraction:
             continue
-        crop = frames[:, best[0] : best[0] + size, best[1] : best[1] + size]
-        crops.append((crop, np.isfinite(crop)))
+        rows, cols = slice(best[0], best[0] + size), slice(best[1], best[1] + size)
+        crop = frames[:, rows, cols]
+        crops.append((crop, np.isfinite(crop), velocity[:, rows, cols]))
     return crops
 
 
@@ -145,10 +152,15 @@ def build_cache(paths: list[str], cfg: Any) -> dict[str, np.ndarray]:
 
 
 def source_cache(path: str, cfg: Any) -> dict[str, np.ndarray]:
-    """Lagrangian crops of one source: ``frames`` (N, T, c, c) float16 model space, ``valid``, ``step_minutes``."""
+    """Lagrangian crops of one source: ``frames``, ``valid``, ``step_minutes`` and ``velocity``.
+
+    ``frames`` (N, T, c, c) float16 model space, ``valid`` alike, ``velocity`` (N, 2, c, c) float16
+    pixels per step.
+    """
     settings = {k: (list(cfg[k]) if k == "strides" else cfg[k]) for k in CACHE_KEYS}
     settings["motion_stride"] = MOTION_STRIDE  # the motion grid changes the cached windows too
     settings["rain_floor_mm_h"] = RAIN_FLOOR_MM_H  # and so does what counts as no rain
+    settings["arrays"] = list(CACHED_ARRAYS)  # a cache written before an array was added is not reused
     key = hashlib.sha256(json.dumps([str(Path(path).resolve()), settings], sort_keys=True).encode()).hexdigest()[:16]
     cache = Path(cfg.cache_dir) / f"lagrangian_{Path(path).name}_{key}.npz"
     if cache.exists():
@@ -157,7 +169,7 @@ def source_cache(path: str, cfg: Any) -> dict[str, np.ndarray]:
     transform = Transform("log1p", cfg.transform_scale_mm_h)
     n_frames = cfg.t_in + cfg.t_out
     rng = np.random.default_rng(cfg.seed)
-    frames, valid, steps = [], [], []
+    frames, valid, steps, velocity = [], [], [], []
     jobs = [
         (seq, start, stride, step)
         for seq, step in source_sequences(path, cfg)
@@ -167,13 +179,19 @@ def source_cache(path: str, cfg: Any) -> dict[str, np.ndarray]:
     bar = tqdm(jobs, desc=f"lagrangian windows {Path(path).name}", unit="window", disable=not sys.stderr.isatty())
     for seq, start, stride, step in bar:
         window = seq[start : start + (n_frames - 1) * stride + 1 : stride]
-        for crop, mask in window_crops(window, cfg.t_in, cfg, rng):
+        for crop, mask, motion in window_crops(window, cfg.t_in, cfg, rng):
             frames.append(transform.encode(np.nan_to_num(crop)).astype(np.float16))
             valid.append(mask)
             steps.append(step * stride)
+            velocity.append(motion.astype(np.float16))
     if not frames:
         raise UserError(f"{path}: no rainy window of {n_frames} frames (lower data.min_wet_fraction)")
-    arrays = {"frames": np.stack(frames), "valid": np.stack(valid), "step_minutes": np.asarray(steps, np.float32)}
+    arrays = {
+        "frames": np.stack(frames),
+        "valid": np.stack(valid),
+        "step_minutes": np.asarray(steps, np.float32),
+        "velocity": np.stack(velocity),
+    }
     save_npz(cache, arrays)
     log.info("cached %d Lagrangian crops of %s in %s", len(frames), path, cache)
     return arrays
@@ -193,10 +211,11 @@ class LagrangianWindows(Dataset):
     """Cached Lagrangian crops; item ``i`` is a pure function of ``(seed, i)``.
 
     Items: ``frames`` ``(T, 1, c, c)`` (model space), ``valid`` (1 where the pixel was observed
-    and did not come from outside the domain) and ``step_minutes``. With ``augment``, each item is
-    rotated and mirrored at random, and with ``jitter_db > 0`` all its rain rates are multiplied by
-    one factor 10^(d/10), d uniform in ±``jitter_db`` dB (a radar calibrated a little higher or
-    lower; ``transform`` maps model space to mm/h and back).
+    and did not come from outside the domain), ``step_minutes`` and ``motion`` ``(2, c, c)``
+    (pixels per step). With ``augment``, each item is rotated and mirrored at random (its motion
+    turned with it, :func:`nowcast.lagrangian.turn_motion`), and with ``jitter_db > 0`` all its
+    rain rates are multiplied by one factor 10^(d/10), d uniform in ±``jitter_db`` dB (a radar
+    calibrated a little higher or lower; ``transform`` maps model space to mm/h and back).
     """
 
     def __init__(
@@ -225,11 +244,13 @@ class LagrangianWindows(Dataset):
         count = len(self.arrays["frames"])
         i = int(rng.integers(count)) if self.augment else index % count
         frames, valid = self.arrays["frames"][i].astype(np.float32), self.arrays["valid"][i]
+        motion = self.arrays["velocity"][i].astype(np.float32)
         if self.augment:
             k, flip = int(rng.integers(4)), bool(rng.integers(2))
             frames, valid = np.rot90(frames, k, axes=(1, 2)), np.rot90(valid, k, axes=(1, 2))
             if flip:
                 frames, valid = frames[:, :, ::-1], valid[:, :, ::-1]
+            motion = lagrangian.turn_motion(motion, k, flip)
             if self.jitter_db > 0:
                 factor = 10 ** (rng.uniform(-self.jitter_db, self.jitter_db) / 10)
                 frames = self.transform.encode(self.transform.decode(frames) * factor).astype(np.float32)
@@ -237,6 +258,7 @@ class LagrangianWindows(Dataset):
             "frames": torch.from_numpy(np.ascontiguousarray(frames)).unsqueeze(1),
             "valid": torch.from_numpy(np.ascontiguousarray(valid, dtype=np.float32)).unsqueeze(1),
             "step_minutes": torch.tensor(float(self.arrays["step_minutes"][i])),
+            "motion": torch.from_numpy(np.ascontiguousarray(motion)),
         }
 
 

@@ -6,6 +6,7 @@ as a one-byte code of 0.5 dB steps (10·log10 of mm/h, from −20 dB = 0.01 mm/h
 below 0.01 mm/h, which the cache keeps as dry), its observed-pixel mask as bits, and compresses
 both with LZMA: about 45 kB a crop. ``unpack`` writes the cache files back under their own names,
 so a training run given the same settings and source paths finds them and never reads a radar file.
+Each crop's motion (two float16 fields, pixels per step) is kept exactly, LZMA-compressed.
 
 Packing is lossy by design: a rate comes back within ±0.25 dB (±5.9 %) of the cached one, finer
 than the 1–2 dB of a radar's own rain-rate error; rates under 0.01 mm/h come back as 0.
@@ -52,17 +53,22 @@ def decode_rates(codes: np.ndarray) -> np.ndarray:
 
 
 def pack(cache_files: list[Path], out: Path, transform: Transform) -> None:
-    """Pack cache files (``frames`` in ``transform``'s model space, ``valid``, ``step_minutes``) into ``out``."""
+    """Pack cache files (``frames`` in ``transform``'s model space, ``valid``, ``step_minutes``, ``velocity``)."""
     arrays: dict[str, np.ndarray] = {"transform_scale_mm_h": np.float64(transform.scale_mm_h)}
     for index, path in enumerate(cache_files):
         with np.load(path) as cache:
             frames, valid, steps = cache["frames"], cache["valid"], cache["step_minutes"]
+            if "velocity" not in cache.files:
+                raise UserError(f"{path} holds no motion (written by an older nowcast): build the cache again")
+            velocity = cache["velocity"].astype(np.float16)
         codes = encode_rates(transform.decode(frames.astype(np.float32)))
         arrays[f"{index}_name"] = np.array(path.name)
         arrays[f"{index}_shape"] = np.array(frames.shape)
         arrays[f"{index}_codes"] = np.frombuffer(lzma.compress(codes.tobytes()), np.uint8)
         arrays[f"{index}_valid"] = np.frombuffer(lzma.compress(np.packbits(valid).tobytes()), np.uint8)
         arrays[f"{index}_step_minutes"] = steps
+        arrays[f"{index}_velocity_shape"] = np.array(velocity.shape)
+        arrays[f"{index}_velocity"] = np.frombuffer(lzma.compress(velocity.tobytes()), np.uint8)
     save_npz(out, arrays)
 
 
@@ -78,8 +84,16 @@ def unpack(packed: Path, cache_dir: Path) -> list[Path]:
             bits = np.frombuffer(lzma.decompress(data[f"{index}_valid"].tobytes()), np.uint8)
             valid = np.unpackbits(bits, count=int(np.prod(shape))).reshape(shape).astype(bool)
             frames = transform.encode(decode_rates(codes)).astype(np.float16)
+            velocity_shape = tuple(int(n) for n in data[f"{index}_velocity_shape"])
+            velocity = np.frombuffer(lzma.decompress(data[f"{index}_velocity"].tobytes()), np.float16)
             path = cache_dir / str(data[f"{index}_name"])
-            save_npz(path, {"frames": frames, "valid": valid, "step_minutes": data[f"{index}_step_minutes"]})
+            arrays = {
+                "frames": frames,
+                "valid": valid,
+                "step_minutes": data[f"{index}_step_minutes"],
+                "velocity": velocity.reshape(velocity_shape),
+            }
+            save_npz(path, arrays)
             written.append(path)
     return written
 

@@ -34,6 +34,9 @@ OUTPUT_ACTIVATIONS = {"sigmoid": torch.sigmoid, "identity": lambda x: x, "relu":
 
 #: Time steps are given to the network as ``step_minutes / STEP_SCALE_MINUTES``.
 STEP_SCALE_MINUTES = 10.0
+#: Motion is given to the network as pixels per time step divided by this (rain at 0.5 km/min
+#: moves 2.5 pixels of 1 km per 5-minute step).
+MOTION_SCALE_PIXELS = 4.0
 
 
 @dataclass
@@ -57,6 +60,11 @@ class ModelConfig:
     step_channel
         Feed the time step (minutes) as a constant extra input channel, so one model serves
         radars on different cycles.
+    motion_channels
+        Feed the motion field (both components, pixels per time step, averaged over each patch)
+        as two extra input channels of every step, encoder and forecaster alike. In the frame that
+        moves with the rain the network otherwise cannot tell the upwind from the downwind side of
+        a storm, nor a fast storm (whose extrapolation errs more) from a slow one.
     frame_size
         ``(H, W)`` of the frames when fixed (Moving-MNIST); enables per-pixel peephole weights.
     head
@@ -88,6 +96,7 @@ class ModelConfig:
     in_channels: int = 1
     output_activation: str = "sigmoid"
     step_channel: bool = False
+    motion_channels: bool = False
     frame_size: list[int] | None = None
     head: str = "frames"
     blur_sigmas: list[float] = field(default_factory=lambda: [2.0])
@@ -129,7 +138,7 @@ class EncoderForecaster(nn.Module):
         self.config = config
         cell_cls = get_cell(config.cell)
         p = config.patch_size
-        extra = 1 if config.step_channel else 0
+        extra = (1 if config.step_channel else 0) + (2 if config.motion_channels else 0)
         frame_channels = config.in_channels * p * p
         grid = None
         if config.frame_size is not None:
@@ -199,7 +208,12 @@ class EncoderForecaster(nn.Module):
         return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
     def forward(
-        self, frames: Tensor, n_out: int, step_minutes: Tensor | None = None, probabilities: bool = False
+        self,
+        frames: Tensor,
+        n_out: int,
+        step_minutes: Tensor | None = None,
+        probabilities: bool = False,
+        motion: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Forecast ``n_out`` frames.
 
@@ -214,6 +228,9 @@ class EncoderForecaster(nn.Module):
             with ``step_channel=True``.
         probabilities
             Also return the probability head's logits (see ``probability_thresholds``).
+        motion
+            Motion ``(B, 2, H, W)`` in pixels per time step (x then y component, as pysteps),
+            required when the model was built with ``motion_channels=True``.
 
         Returns
         -------
@@ -233,7 +250,7 @@ class EncoderForecaster(nn.Module):
         x = F.pixel_unshuffle(x, p)  # (T_in*B, C*p*p, h', w')
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        step_field = self._step_field(step_minutes, x[:b])  # (B, 1, h', w') or None
+        step_field = self._conditions(step_minutes, motion, x[:b])  # (B, E, h', w') or None
         if step_field is not None:
             x = torch.cat([x, step_field.repeat(t_in, 1, 1, 1)], dim=1)
 
@@ -310,14 +327,37 @@ class EncoderForecaster(nn.Module):
         )
         return fine[..., :h, :w]
 
-    def _step_field(self, step_minutes: Tensor | None, like: Tensor) -> Tensor | None:
-        """The time step as a constant channel ``(B, 1, h', w')`` shaped like ``like`` ``(B, C, h', w')``."""
-        if not self.config.step_channel:
+    def _conditions(self, step_minutes: Tensor | None, motion: Tensor | None, like: Tensor) -> Tensor | None:
+        """The extra input channels ``(B, E, h', w')`` shaped like ``like`` ``(B, C, h', w')``, or None.
+
+        The time step as a constant channel (``step_channel``), then the motion averaged over each
+        patch (``motion_channels``), both scaled to about 1.
+        """
+        channels = []
+        if self.config.step_channel:
+            if step_minutes is None:
+                raise ValueError("this model needs step_minutes (it was trained on several time steps)")
+            scaled = step_minutes.to(like.dtype).reshape(-1, 1, 1, 1) / STEP_SCALE_MINUTES
+            channels.append(scaled.expand(-1, 1, *like.shape[-2:]))
+        if self.config.motion_channels:
+            if motion is None:
+                raise ValueError("this model needs the motion field (it was trained with motion_channels)")
+            channels.append(self._patch_motion(motion, like.shape[-2:]).to(like.dtype))
+        if not channels:
             return None
-        if step_minutes is None:
-            raise ValueError("this model needs step_minutes (it was trained on several time steps)")
-        scaled = step_minutes.to(like.dtype).reshape(-1, 1, 1, 1) / STEP_SCALE_MINUTES
-        return scaled.expand(-1, 1, *like.shape[-2:]).contiguous(memory_format=torch.channels_last)
+        return torch.cat(channels, dim=1).contiguous(memory_format=torch.channels_last)
+
+    def _patch_motion(self, motion: Tensor, grid: torch.Size) -> Tensor:
+        """Motion ``(B, 2, H, W)`` px/step → its mean over each patch, ``(B, 2, h', w')``, scaled."""
+        p = self.config.patch_size
+        h, w = motion.shape[-2:]
+        motion = motion.float()
+        if (-h) % p or (-w) % p:  # the frames are zero-padded; the motion is carried on to the padding
+            motion = F.pad(motion, (0, (-w) % p, 0, (-h) % p), mode="replicate")
+        pooled = F.avg_pool2d(motion, p) / MOTION_SCALE_PIXELS
+        if pooled.shape[-2:] != grid:
+            raise ValueError(f"motion {tuple(motion.shape[-2:])} does not match the frames' grid")
+        return pooled
 
     def _unroll(
         self, cell: ConvRNNCell, projected: Tensor | None, state: State | None, steps: int, batch: int
