@@ -71,3 +71,17 @@ def test_pack_records_the_transform_it_decoded_with(tmp_path, scale):
     portable.pack([tmp_path / "lagrangian_x_1.npz"], tmp_path / "p.npz", transform)
     with np.load(tmp_path / "p.npz") as data:
         assert float(data["transform_scale_mm_h"]) == scale
+
+
+def test_a_pack_without_motion_is_refused_in_one_line(tmp_path, capsys):
+    transform = Transform("log1p", 100.0)
+    arrays = write_cache(tmp_path / "lagrangian_radar_abc.npz", transform)
+    del arrays["velocity"]
+    np.savez(tmp_path / "lagrangian_radar_abc.npz", **arrays)
+    assert portable.main(["pack", str(tmp_path / "out.npz"), str(tmp_path / "lagrangian_radar_abc.npz")]) == 2
+    assert "holds no motion" in capsys.readouterr().err
+    packed = {"transform_scale_mm_h": np.float64(100.0), "0_name": np.array("x.npz"), "0_shape": np.array([1])}
+    np.savez(tmp_path / "old.npz", **packed)
+    assert portable.main(["unpack", str(tmp_path / "old.npz"), "--cache-dir", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds no motion" in err and "\n" not in err

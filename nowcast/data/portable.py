@@ -79,6 +79,8 @@ def unpack(packed: Path, cache_dir: Path) -> list[Path]:
         count = sum(1 for key in data.files if key.endswith("_name"))
         written = []
         for index in range(count):
+            if f"{index}_velocity" not in data.files:
+                raise UserError(f"{packed} holds no motion (packed by an older nowcast): pack the caches again")
             shape = tuple(int(n) for n in data[f"{index}_shape"])
             codes = np.frombuffer(lzma.decompress(data[f"{index}_codes"].tobytes()), np.uint8).reshape(shape)
             bits = np.frombuffer(lzma.decompress(data[f"{index}_valid"].tobytes()), np.uint8)
