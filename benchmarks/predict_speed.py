@@ -68,7 +68,7 @@ def stages(forecaster: Forecaster, rates: np.ndarray, reps: int) -> dict[str, fl
     inputs = lagrangian.inputs_to_lagrangian(rates, forward)
     x = torch.from_numpy(forecaster.transform.encode(np.nan_to_num(inputs)))[None, :, None]
     with torch.no_grad():
-        network = median_seconds(lambda: forecaster._run(x, 10, 5.0), reps)
+        network = median_seconds(lambda: forecaster._run(x, 10, 5.0, motion=velocity), reps)
     return {
         "motion": median_seconds(lambda: motion_field(rates), reps),
         "displacements": median_seconds(lambda: lagrangian.displacements(velocity, 10), reps),
