@@ -151,7 +151,7 @@ def run_model(
     ``probabilities`` also returns the probability head's logits ``(B, n_out, U, H, W)`` float32.
     ``motion`` ``(B, 2, H, W)`` pixels per step, for a model with ``motion_channels``.
     """
-    extra = {"motion": motion} if motion is not None else {}
+    extra = {"motion": motion} if motion is not None else {}  # models without motion (benchmarks' reference) too
     with autocast(frames.device, precision, autocast_cache):
         if probabilities:
             out, logits = model(frames, n_out, step_minutes, probabilities=True, **extra)
@@ -347,8 +347,7 @@ class Forecaster:
         batch = rates[None] if single else rates
         batch = batch[:, -self.t_in :]
         if self.lagrangian:
-            if motion is not None:
-                raise ValueError("a Lagrangian forecaster estimates the motion itself; give it none")
+            self._refuse_motion(motion)
             out = np.stack([self._forecast_lagrangian(r, n_out, step_minutes, spacing_km) for r in batch])
             return out[0] if single else out
         no_data = ~np.isfinite(batch[:, -1])  # (B, H, W)
@@ -385,11 +384,15 @@ class Forecaster:
         if not self.lagrangian:
             out = self.forecast(rates, n_out, step_minutes, spacing_km, motion=motion)
             return out, out[None]
-        if motion is not None:
-            raise ValueError("a Lagrangian forecaster estimates the motion itself; give it none")
+        self._refuse_motion(motion)
         return self._forecast_lagrangian(
             rates[-self.t_in :], n_out, step_minutes, spacing_km, unsmoothed=True, members=members
         )
+
+    def _refuse_motion(self, motion: np.ndarray | None) -> None:
+        """A Lagrangian forecaster estimates the motion itself: a motion given to it is a ``ValueError``."""
+        if motion is not None:
+            raise ValueError("a Lagrangian forecaster estimates the motion itself; give it none")
 
     def _run(
         self,
