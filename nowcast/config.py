@@ -269,6 +269,8 @@ def _check_probability_head(get: Any) -> None:
     levels = list(get("model.probability_thresholds") or [])
     if any(not (math.isfinite(float(u)) and float(u) > 0) for u in levels) or len(set(levels)) != len(levels):
         raise UserError(f"model.probability_thresholds={levels} must be distinct positive rain rates (mm/h)")
+    if get("model.motion_correction") and get("model.head") != "residual":
+        raise UserError("model.motion_correction=true needs model.head=residual (a model of the Lagrangian kind)")
     if levels and get("model.head") != "residual":
         raise UserError("model.probability_thresholds need model.head=residual (a model of the Lagrangian kind)")
     if get("trainer.train_only") == "probability_head" and not levels:

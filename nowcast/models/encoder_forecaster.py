@@ -74,6 +74,12 @@ class ModelConfig:
         ``x_last + Δ + Σ_k β_k·(blur_k(x_last) − x_last)`` with ``x_last`` the last input frame at
         full resolution. The convolution starts at zero, so an untrained residual model repeats
         ``x_last`` (in the Lagrangian frame: extrapolation).
+    motion_correction
+        The residual head also gives, per patch and lead, a displacement ``d`` (pixels, x then y,
+        upsampled bilinearly) by which the smoothed last frame is moved before ``Δ`` is added:
+        ``shift_d(x_last + Σ_k β_k·(blur_k(x_last) − x_last)) + Δ``. In the frame that moves with the
+        rain a wrong motion shows as a drift of the advected inputs; a change ``Δ`` on coarse
+        patches can only fade an edge there, a displacement can move it. Starts at zero (no shift).
     blur_sigmas
         Widths (σ, pixels of the full-resolution frame) of the Gaussians the residual head blends
         towards. Several widths let the network fade each scale of the rain at its own rate, where
@@ -99,6 +105,7 @@ class ModelConfig:
     motion_channels: bool = False
     frame_size: list[int] | None = None
     head: str = "frames"
+    motion_correction: bool = False
     blur_sigmas: list[float] = field(default_factory=lambda: [2.0])
     probability_thresholds: list[float] = field(default_factory=list)
 
@@ -159,12 +166,17 @@ class EncoderForecaster(nn.Module):
                 raise ValueError("head residual needs in_channels=1")
             if not config.blur_sigmas or min(config.blur_sigmas) <= 0:
                 raise ValueError(f"blur_sigmas must be positive widths in pixels, got {config.blur_sigmas}")
-            self.output_conv = nn.Conv2d(sum(config.hidden), 1 + len(config.blur_sigmas), kernel_size=1)
+            shift_channels = 2 if config.motion_correction else 0
+            self.output_conv = nn.Conv2d(
+                sum(config.hidden), 1 + len(config.blur_sigmas) + shift_channels, kernel_size=1
+            )
             nn.init.zeros_(self.output_conv.weight)
             nn.init.zeros_(self.output_conv.bias)
             for k, sigma in enumerate(config.blur_sigmas):
                 self.register_buffer(f"blur_kernel_{k}", _gaussian_kernel_1d(sigma), persistent=False)
         else:
+            if config.motion_correction:
+                raise ValueError("motion_correction needs head residual")
             self.output_conv = nn.Conv2d(sum(config.hidden), frame_channels, kernel_size=1)
         self.probability_conv: nn.Conv2d | None = None
         if config.probability_thresholds:
@@ -291,15 +303,22 @@ class EncoderForecaster(nn.Module):
     def _residual(self, change: Tensor, basis: Tensor, n_out: int, h: int, w: int) -> Tensor:
         """Forecast ``x_last + Δ + Σ_k β_k·(blur_k(x_last) − x_last)``, ``(n_out*B, 1, H, W)``.
 
-        ``change`` holds ``Δ`` and the ``β_k`` at patch resolution, ``(n_out*B, 1 + K, h', w')``;
-        ``basis`` is :meth:`_blur_basis` of the last input frame, ``(B, 1 + K, H, W)``.
+        ``change`` holds ``Δ``, the ``β_k`` and, with ``motion_correction``, the displacement ``d``
+        at patch resolution, ``(n_out*B, 1 + K [+ 2], h', w')``; ``basis`` is :meth:`_blur_basis` of
+        the last input frame, ``(B, 1 + K, H, W)``. With a displacement the smoothed last frame is
+        moved by ``d`` before ``Δ`` is added.
         """
-        change = self._upsample(change, h, w).unflatten(0, (n_out, -1))  # (n_out, B, 1 + K, H, W)
+        change = self._upsample(change, h, w).unflatten(0, (n_out, -1))  # (n_out, B, 1 + K [+ 2], H, W)
+        widths = len(self.config.blur_sigmas)
         last = basis[:, :1]
-        out = last + change[:, :, :1]
-        for k in range(len(self.config.blur_sigmas)):
-            out = out + change[:, :, k + 1 : k + 2] * (basis[:, k + 1 : k + 2] - last)
-        return out.flatten(0, 1)
+        smoothed = last.expand(n_out, *last.shape)
+        for k in range(widths):
+            smoothed = smoothed + change[:, :, k + 1 : k + 2] * (basis[:, k + 1 : k + 2] - last)
+        smoothed = smoothed.flatten(0, 1)  # (n_out*B, 1, H, W)
+        if self.config.motion_correction:
+            displacement = change[:, :, widths + 1 : widths + 3].flatten(0, 1) * MOTION_SCALE_PIXELS
+            smoothed = shift(smoothed, displacement)
+        return smoothed + change[:, :, :1].flatten(0, 1)
 
     def _probability_logits(self, coefficients: Tensor, basis: Tensor, n_out: int, h: int, w: int) -> Tensor:
         """Logits ``a + b_0·x_last + Σ_k b_k·blur_k(x_last)`` per threshold, ``(n_out*B, U, H, W)``.
@@ -406,6 +425,23 @@ class EncoderForecaster(nn.Module):
             state = cell.step(cell.fused_gates(per_step[min(t, len(per_step) - 1)], h, weight), state)
             outputs.append(state[0])
         return torch.cat(outputs), state
+
+
+def shift(frames: Tensor, displacement: Tensor) -> Tensor:
+    """Move ``frames`` ``(N, C, H, W)`` by ``displacement`` ``(N, 2, H, W)`` (pixels, x then y).
+
+    ``out(p) = frames(p − d(p))``, bilinear; points from beyond the edge take the edge's value.
+    A zero displacement gives ``frames`` back (to float rounding).
+    """
+    _, _, h, w = frames.shape
+    with torch.autocast(frames.device.type, enabled=False):  # bf16 coordinates would be off by pixels
+        frames, displacement = frames.float(), displacement.float()
+        rows = torch.arange(h, dtype=torch.float32, device=frames.device)
+        cols = torch.arange(w, dtype=torch.float32, device=frames.device)
+        x = cols.view(1, 1, w) - displacement[:, 0]  # (N, H, W) departure points, pixels
+        y = rows.view(1, h, 1) - displacement[:, 1]
+        grid = torch.stack([2 * x / max(w - 1, 1) - 1, 2 * y / max(h - 1, 1) - 1], dim=-1)  # (N, H, W, 2)
+        return F.grid_sample(frames, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
 def _gaussian_kernel_1d(sigma: float) -> Tensor:
