@@ -46,6 +46,7 @@ TRAIN_SETTINGS = [
     "trainer.max_minutes=30",
     "trainer.val_every=200",
     "model.motion_channels=true",  # round 21, chosen on RMI: benchmarks/results/motion_channels_round21.md
+    "model.motion_correction=true",  # round 22, chosen on RMI: benchmarks/results/motion_correction_round22.md
 ]
 #: The recipe's checkpoint: the last step's, which scored higher on the validation radar than the one
 #: with the lowest validation loss for both models compared in round 18 (benchmarks/results/validation_round18.md);
