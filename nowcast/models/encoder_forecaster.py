@@ -301,7 +301,7 @@ class EncoderForecaster(nn.Module):
         return y, logits.unflatten(0, (n_out, b)).transpose(0, 1)  # (B, n_out, U, H, W)
 
     def _residual(self, change: Tensor, basis: Tensor, n_out: int, h: int, w: int) -> Tensor:
-        """Forecast ``x_last + Δ + Σ_k β_k·(blur_k(x_last) − x_last)``, ``(n_out*B, 1, H, W)``.
+        """Forecast ``x_last + Δ + Σ_k β_k·(blur_k(x_last) − x_last)``, ``(n_out*B, 1, H, W)`` (shifted: see below).
 
         ``change`` holds ``Δ``, the ``β_k`` and, with ``motion_correction``, the displacement ``d``
         at patch resolution, ``(n_out*B, 1 + K [+ 2], h', w')``; ``basis`` is :meth:`_blur_basis` of
