@@ -4,7 +4,8 @@
         [--inflow empty|observed]
 
 Times ``Forecaster.forecast`` (resampling, Lucas–Kanade motion, displacements, advection of the
-inputs, the network, smoothing, probability matching and advection to each lead time: all of
+inputs, the network, S-PROG in the moving frame, smoothing, probability matching, the blend and
+advection to each lead time: all of
 ``predict`` but reading and writing files) after one untimed call, on a synthetic field of
 smooth, drifting rain (always) and on 512 × 512 crops of four real radars in ``--shared`` (when
 present, 5 frames of 5 minutes each). Each figure is the median of ``--reps`` calls; the stages
@@ -27,6 +28,7 @@ from scipy.ndimage import gaussian_filter, shift
 
 from nowcast import lagrangian
 from nowcast.baselines import motion_field
+from nowcast.cascade import moving_frame_sprog
 from nowcast.forecast import Forecaster
 from nowcast.lagrangian import INFLOWS
 from nowcast.precision import resolve_precision
@@ -74,6 +76,7 @@ def stages(forecaster: Forecaster, rates: np.ndarray, reps: int) -> dict[str, fl
         "displacements": median_seconds(lambda: lagrangian.displacements(velocity, 10), reps),
         "inputs_to_lagrangian": median_seconds(lambda: lagrangian.inputs_to_lagrangian(rates, forward), reps),
         "network": network,
+        "sprog": median_seconds(lambda: moving_frame_sprog(inputs[-3:], 10), reps),
     }
 
 
@@ -84,12 +87,14 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--inflow", choices=INFLOWS, default=None, help="default: the model's")
+    parser.add_argument("--sprog-weight", type=float, default=None, help="default: the model's")
     args = parser.parse_args()
 
-    forecaster = Forecaster.from_checkpoint(args.checkpoint, inflow=args.inflow)
+    forecaster = Forecaster.from_checkpoint(args.checkpoint, inflow=args.inflow, sprog_weight=args.sprog_weight)
     results: dict[str, object] = {
         "checkpoint": forecaster.source,
         "inflow": forecaster.inflow,
+        "sprog_weight": forecaster.sprog_weight,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),
         "precision": resolve_precision("auto", torch.device("cpu")).reason,

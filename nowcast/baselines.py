@@ -37,8 +37,9 @@ def to_dbr(rates: np.ndarray) -> np.ndarray:
 
 
 def from_dbr(dbr: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`to_dbr`: values below the rain threshold become 0 mm/h."""
-    rates = 10.0 ** (np.asarray(dbr, dtype=np.float64) / 10.0)
+    """Inverse of :func:`to_dbr`: values below the rain threshold become 0 mm/h; float32 stays float32."""
+    dbr = np.asarray(dbr)
+    rates = 10.0 ** (dbr.astype(np.result_type(dbr.dtype, np.float32)) / 10.0)
     rates[~np.isfinite(rates) | (rates < RAIN_FLOOR_MM_H)] = 0.0
     return rates
 

@@ -27,9 +27,15 @@ from nowcast.evaluation import (
     metrics_document,
     metrics_rows,
 )
-from nowcast.forecast import Forecaster
 from nowcast.methods import DEFAULT_MEMBERS, DEFAULT_METHODS, METHOD_NAMES
-from nowcast.predict import add_inflow_argument, add_input_arguments, check_minutes, guarded, open_input
+from nowcast.predict import (
+    add_forecaster_arguments,
+    add_input_arguments,
+    check_minutes,
+    guarded,
+    load_forecaster,
+    open_input,
+)
 from nowcast.probability import MODEL_MEMBERS
 
 OUTPUT_NAMES = (
@@ -78,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"for a model without a probability head: members of its motion-perturbed ensemble for its "
         f"probabilities (default {MODEL_MEMBERS}; 1: its single forecast with a growing neighbourhood, faster)",
     )
-    add_inflow_argument(parser)
+    add_forecaster_arguments(parser)
     parser.add_argument(
         "--probability-thresholds",
         nargs="*",
@@ -132,11 +138,7 @@ def run(args: argparse.Namespace) -> int:
     if clashes and not args.overwrite:
         raise UserError(f"{out / clashes[0]}: exists (use --overwrite to replace the results in {out})")
     check_arguments(args)
-    forecaster = (
-        Forecaster.from_checkpoint(args.checkpoint, args.device, args.precision, inflow=args.inflow)
-        if "model" in args.methods
-        else None
-    )
+    forecaster = load_forecaster(args) if "model" in args.methods else None
     ds = open_input(args, skip_bad=True)
     result = evaluate(
         ds,

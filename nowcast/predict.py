@@ -21,7 +21,7 @@ import pandas as pd
 from nowcast import __version__
 from nowcast.checkpoint import CheckpointError
 from nowcast.errors import UserError
-from nowcast.forecast import Forecaster
+from nowcast.forecast import SPROG_WEIGHT, Forecaster
 from nowcast.io.formats import READERS, get_reader
 from nowcast.io.radar import ZR, open_radar, split_sequences
 from nowcast.lagrangian import INFLOWS
@@ -37,8 +37,8 @@ DEFAULT_MINUTES = 60.0
 MAX_HORIZON_MINUTES = 360.0
 
 
-def add_inflow_argument(parser: argparse.ArgumentParser) -> None:
-    """``--inflow``, shared by ``predict`` and ``evaluate``: passed to :meth:`Forecaster.from_checkpoint`."""
+def add_forecaster_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--inflow`` and ``--sprog-weight``, shared by ``predict`` and ``evaluate`` (see :func:`load_forecaster`)."""
     parser.add_argument(
         "--inflow",
         choices=INFLOWS,
@@ -46,6 +46,26 @@ def add_inflow_argument(parser: argparse.ArgumentParser) -> None:
         help="for a Lagrangian model, what comes in where the motion comes from outside the radar's range: "
         "observed (the last frame's nearest observed value; the default) or empty (no rain, as pysteps)",
     )
+    parser.add_argument(
+        "--sprog-weight",
+        type=float,
+        default=None,
+        metavar="W",
+        help=f"for a Lagrangian model, S-PROG's share of the forecast, in [0, 1] (default {SPROG_WEIGHT:g}; "
+        "0: the network alone)",
+    )
+
+
+def load_forecaster(args: argparse.Namespace) -> Forecaster:
+    """The checkpoint of ``args`` with its device, precision, inflow and S-PROG weight; a bad weight is a UserError."""
+    try:
+        return Forecaster.from_checkpoint(
+            args.checkpoint, args.device, args.precision, inflow=args.inflow, sprog_weight=args.sprog_weight
+        )
+    except (CheckpointError, UserError):
+        raise
+    except ValueError as err:  # the settings' check (the other settings are argparse choices)
+        raise UserError(f"--sprog-weight: {err}") from None
 
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
@@ -179,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write P(rain rate >= U mm/h) per threshold and lead time into the netCDF "
         "(and FILE_probability.gif beside --gif), e.g. 1,5,10",
     )
-    add_inflow_argument(parser)
+    add_forecaster_arguments(parser)
     parser.add_argument(
         "--members",
         type=int,
@@ -267,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
     check_outputs([args.output, args.gif, probability_gif], args.overwrite, [".nc", ".gif", ".gif"])
     if not 1 <= args.members <= 200:
         raise UserError(f"--members must be between 1 and 200, got {args.members}")
-    forecaster = Forecaster.from_checkpoint(args.checkpoint, args.device, args.precision, inflow=args.inflow)
+    forecaster = load_forecaster(args)
     trained = forecaster.model.config.probability_thresholds
     if forecaster.probability_source == "head" and untrained_thresholds(trained, args.probabilities or []):
         known = ", ".join(f"{u:g}" for u in trained)
