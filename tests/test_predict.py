@@ -191,22 +191,28 @@ def test_predict_on_bom_radar(tmp_path):
     assert ds.attrs["nowcast_time_step_minutes"] == 6.0
 
 
-def test_inflow_option_reaches_the_forecaster(tmp_path, monkeypatch, capsys):
+def predict_with_spy(tmp_path, monkeypatch, attribute: str) -> tuple[list[str], list]:
+    """``predict`` arguments on a small written sequence, and the list that collects ``attribute`` of
+    every forecaster ``predict`` then loads (the shipped model unless ``--checkpoint``)."""
     seen = []
     real = Forecaster.from_checkpoint
 
     def spy(*args, **kwargs):
-        seen.append(kwargs.get("inflow"))
         forecaster = real(*args, **kwargs)
-        seen.append(forecaster.inflow)
+        seen.append(getattr(forecaster, attribute))
         return forecaster
 
     monkeypatch.setattr(Forecaster, "from_checkpoint", staticmethod(spy))
     write_sequence(tmp_path / "r", n=real().t_in, step_min=5, size=16)
     args = ["--input", str(tmp_path / "r"), "--output", str(tmp_path / "o.nc"), "--steps", "1", "-q", "--overwrite"]
+    return args, seen
+
+
+def test_inflow_option_reaches_the_forecaster(tmp_path, monkeypatch, capsys):
+    args, seen = predict_with_spy(tmp_path, monkeypatch, "inflow")
     assert predict.main([*args, "--inflow", "empty"]) == 0
     assert predict.main(args) == 0
-    assert seen == ["empty", "empty", None, "observed"]  # the shipped Lagrangian model's default
+    assert seen == ["empty", "observed"]  # the shipped Lagrangian model's default
     with pytest.raises(SystemExit) as refused:
         predict.main([*args, "--inflow", "edge"])
     assert refused.value.code == 2 and "invalid choice: 'edge'" in capsys.readouterr().err

@@ -118,19 +118,9 @@ def test_sprog_weight_defaults_by_frame_and_refuses_bad_values():
 
 
 def test_sprog_weight_option_reaches_the_forecaster(tmp_path, monkeypatch, capsys):
-    from test_predict import write_sequence
+    from test_predict import predict_with_spy
 
-    seen = []
-    real = Forecaster.from_checkpoint
-
-    def spy(*args, **kwargs):
-        forecaster = real(*args, **kwargs)
-        seen.append(forecaster.sprog_weight)
-        return forecaster
-
-    monkeypatch.setattr(Forecaster, "from_checkpoint", staticmethod(spy))
-    write_sequence(tmp_path / "r", n=real().t_in, step_min=5, size=16)
-    args = ["--input", str(tmp_path / "r"), "--output", str(tmp_path / "o.nc"), "--steps", "1", "-q", "--overwrite"]
+    args, seen = predict_with_spy(tmp_path, monkeypatch, "sprog_weight")
     assert predict.main([*args, "--sprog-weight", "0"]) == 0
     assert predict.main(args) == 0
     assert seen == [0.0, SPROG_WEIGHT]  # the shipped Lagrangian model's default
