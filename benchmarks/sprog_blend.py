@@ -5,7 +5,8 @@ each checkpoint forecasts every window of the validation radar (``nowcast-evalua
 min, every third window) with the shipped post-processing and no blend, beside pysteps' S-PROG and
 LK extrapolation on the same windows; then every candidate blend, ``(1 − w)·network + w·S-PROG``
 in rain rate or in log(1 + R), with or without a CDF matching of each lead to the last observation
-afterwards, is scored from the same forecasts on the common mask of the three. The rule is the sum
+afterwards, or a weight going linearly with lead time (:data:`RAMPS`), is scored from the same
+forecasts on the common mask of the three. The rule is the sum
 of CSI ratios to LK at 1 and 5 mm/h, summed over the checkpoints.
 
     python benchmarks/sprog_blend.py runs/r22corr/{bom,knmi,mch,fmi}/train/checkpoints/last.pt
@@ -42,6 +43,8 @@ from nowcast.regrid import grid_spacing_km
 
 THRESHOLDS = (1.0, 5.0)
 WEIGHTS = (0.25, 0.5, 0.75)  # S-PROG's share
+#: S-PROG's share going linearly from the first lead's to the last's
+RAMPS = ((0.5, 0.0), (0.5, 0.25), (0.25, 0.0), (0.75, 0.0))
 
 
 def candidates(network: np.ndarray, sprog: np.ndarray, last: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
@@ -55,6 +58,9 @@ def candidates(network: np.ndarray, sprog: np.ndarray, last: np.ndarray) -> Iter
         for space, blend in (("rain rate", rate), ("log rain", log)):
             yield f"{space}, w = {w:g}", blend
             yield f"{space}, w = {w:g}, matched after", match_distribution(blend, last)
+    for first, last_lead in RAMPS:  # tried after the constant weight was chosen
+        w = np.linspace(first, last_lead, len(network), dtype=np.float32)[:, None, None]
+        yield f"rain rate, w = {first:g} → {last_lead:g} by lead", (1 - w) * network + w * sprog
 
 
 def score(checkpoint: Path, radar: Path, every: int) -> dict[str, tuple[float, float, float]]:
