@@ -68,8 +68,9 @@ def fit_cascade(observed: np.ndarray, n_levels: int = N_CASCADE_LEVELS, conditio
         return None
     bandpass = pysteps.cascade.bandpass_filters.filter_gaussian(dbr.shape[1:], n_levels)
     mask = wet if conditional else None
-    decompositions = [_normalised_levels(frame, bandpass, mask) for frame in dbr]
-    levels = np.stack([d[0] for d in decompositions], axis=1)  # (K, 3, H, W)
+    levels = np.empty((n_levels, *dbr.shape))  # (K, 3, H, W), filled one frame at a time (no stacked copy)
+    for i, frame in enumerate(dbr):
+        levels[:, i], means, stds = _normalised_levels(frame, bandpass, mask)
     gamma = np.empty((n_levels, 2))
     phi = np.empty((n_levels, 3))
     for k in range(n_levels):
@@ -78,8 +79,7 @@ def fit_cascade(observed: np.ndarray, n_levels: int = N_CASCADE_LEVELS, conditio
         )
         gamma[k, 1] = autoregression.adjust_lag2_corrcoef2(gamma[k, 0], gamma[k, 1])
         phi[k] = autoregression.estimate_ar_params_yw(gamma[k])  # φ₁, φ₂, noise std
-    _, means, stds = decompositions[-1]
-    return CascadeFit(levels, np.asarray(means), np.asarray(stds), gamma, phi)
+    return CascadeFit(levels, np.asarray(means), np.asarray(stds), gamma, phi)  # the last frame's means, stds
 
 
 def level_autocorrelations(observed: np.ndarray, n_out: int, n_levels: int = N_CASCADE_LEVELS) -> np.ndarray | None:
