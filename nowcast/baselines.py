@@ -98,12 +98,25 @@ def sprog(rates: np.ndarray, n_out: int, velocity: np.ndarray | None = None, n_c
         return _mask_like_last(np.zeros((n_out, *rates.shape[1:])), rates)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        out = pysteps.nowcasts.get_method("sprog")(
-            dbr,
-            velocity,
-            n_out,
-            precip_thr=RAIN_THRESHOLD_DBR,
-            n_cascade_levels=n_cascade_levels,
-            num_workers=worker_count(),  # the cores every method gets (cascade levels in parallel)
-        )
+        try:
+            out = pysteps.nowcasts.get_method("sprog")(
+                dbr,
+                velocity,
+                n_out,
+                precip_thr=RAIN_THRESHOLD_DBR,
+                n_cascade_levels=n_cascade_levels,
+                num_workers=worker_count(),  # the cores every method gets (cascade levels in parallel)
+            )
+        except np.linalg.LinAlgError:  # a level that did not change at all: no AR(2) fit
+            return unchanging_scene(rates, n_out, velocity)
     return _mask_like_last(from_dbr(out), rates)
+
+
+def unchanging_scene(rates: np.ndarray, n_out: int, velocity: np.ndarray) -> np.ndarray:
+    """S-PROG's and STEPS' forecast ``(n_out, H, W)`` mm/h where a cascade level's correlation is 1.
+
+    Pysteps' Yule–Walker solver then finds a singular matrix (a scene that did not change at all
+    from frame to frame, e.g. copies of one frame). A level whose correlation nears 1 does not fade,
+    so the limit of both methods is the last frame carried along the motion: :func:`extrapolation`.
+    """
+    return extrapolation(rates, n_out, velocity)

@@ -124,37 +124,46 @@ def steps(window: Window, members: int = DEFAULT_MEMBERS, seed: int = 0) -> np.n
 
     Settings follow pysteps' STEPS example: 6 cascade levels, nonparametric noise, motion
     perturbations (``bps``) scaled by the grid spacing and time step, incremental masking and CDF
-    probability matching. A dry scene gives all-zero members. The members run on
+    probability matching. A dry scene gives all-zero members, a scene that did not change at all
+    :func:`~nowcast.baselines.unchanging_scene` in every member. The members run on
     :func:`~nowcast.parallel.worker_count` cores (pysteps' ``num_workers``, through dask), as the
     network's do; the result does not depend on it (tested).
     """
-    pysteps = import_pysteps()
     rates = window.rates
     shape = (members, window.n_out, *rates.shape[1:])
     dbr = baselines.to_dbr(rates[-3:])
     if np.mean(dbr > baselines.ZERO_DBR) < 0.001:  # too little rain for the noise model
         out = np.zeros(shape, dtype=np.float32)
     else:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            out = pysteps.nowcasts.get_method("steps")(
-                dbr,
-                window.velocity,
-                window.n_out,
-                n_ens_members=members,
-                n_cascade_levels=6,
-                precip_thr=baselines.RAIN_THRESHOLD_DBR,
-                kmperpixel=float(np.mean(window.spacing_km)),
-                timestep=float(window.step_minutes),
-                noise_method="nonparametric",
-                vel_pert_method="bps",
-                mask_method="incremental",
-                seed=seed,
-                num_workers=worker_count(),  # members in parallel, on the cores the network gets
-            )
-        out = baselines.from_dbr(out).astype(np.float32)
+        try:
+            out = _pysteps_steps(dbr, window, members, seed)
+        except np.linalg.LinAlgError:  # a level that did not change at all: no AR(2) fit, every member its limit
+            last = baselines.unchanging_scene(rates, window.n_out, window.velocity)
+            out = np.broadcast_to(last, shape).astype(np.float32)
     out[:, :, ~np.isfinite(rates[-1])] = np.nan
     return out
+
+
+def _pysteps_steps(dbr: np.ndarray, window: Window, members: int, seed: int) -> np.ndarray:
+    """Pysteps' STEPS with the settings of :func:`steps`, from the last three frames' dBR; mm/h float32."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        out = import_pysteps().nowcasts.get_method("steps")(
+            dbr,
+            window.velocity,
+            window.n_out,
+            n_ens_members=members,
+            n_cascade_levels=6,
+            precip_thr=baselines.RAIN_THRESHOLD_DBR,
+            kmperpixel=float(np.mean(window.spacing_km)),
+            timestep=float(window.step_minutes),
+            noise_method="nonparametric",
+            vel_pert_method="bps",
+            mask_method="incremental",
+            seed=seed,
+            num_workers=worker_count(),  # members in parallel, on the cores the network gets
+        )
+    return baselines.from_dbr(out).astype(np.float32)
 
 
 def model_method(forecaster, members: int = MODEL_MEMBERS) -> Method:

@@ -128,3 +128,18 @@ def test_sprog_weight_option_reaches_the_forecaster(tmp_path, monkeypatch, capsy
     assert predict.main([*args, "--sprog-weight", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--sprog-weight" in err and "[0, 1]" in err
+
+
+def test_sprog_and_steps_on_a_scene_that_does_not_change_are_its_extrapolation():
+    """Copies of one frame: pysteps' AR(2) fit has no solution; both baselines give their limit."""
+    from nowcast.baselines import extrapolation
+    from nowcast.methods import Window, steps
+
+    rates = np.repeat(evolving_rain(1, 64)[-1:], 5, axis=0)
+    rates[:, :, :4] = np.nan  # outside the radar's range
+    expected = extrapolation(rates, 4, motion_field(rates))
+    np.testing.assert_array_equal(sprog(rates, 4), expected)
+    members = steps(Window(rates, 4, 5.0), members=3)
+    assert members.shape == (3, 4, 64, 64)
+    np.testing.assert_array_equal(members, np.broadcast_to(expected, members.shape))
+    assert np.isnan(members[:, :, :, :4]).all()
