@@ -723,9 +723,7 @@ class _LagrangianRun:
         from nowcast.cascade import moving_frame_sprog
 
         frames = moving_frame_sprog(self.inputs[-3:], len(self.analysis))
-        if self.forecaster.probability_matching != "cdf":
-            return frames
-        return np.stack(map_frames(lambda j: self.match(frames[j]), len(frames)))
+        return self.prepare(frames, np.zeros(len(frames)))  # matched, not smoothed
 
     def prepare(self, frames: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
         """Smooth (``sigmas`` ``(n_out,)`` pixels) and match each lead in the moving frame; ``(n_out, h, w)``."""
