@@ -23,17 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from nowcast.evaluation import common_mask, iter_windows, window_spec, window_starts
-from nowcast.forecast import (
-    SPROG_WEIGHT,
-    Forecaster,
-    PerturbedMembers,
-    _LagrangianRun,
-    blend_sprog,
-    match_distribution,
-)
+from nowcast.forecast import SPROG_WEIGHT, Forecaster, PerturbedMembers, blend_sprog, match_distribution
 from nowcast.io.radar import open_radar
 from nowcast.methods import Window, get_method
 from nowcast.metrics import Scorer
@@ -89,19 +81,20 @@ def score(checkpoint: Path, radar: Path, every: int) -> dict[str, tuple[float, f
 def brier_skill(checkpoint: Path, radar: Path, every: int) -> dict[str, tuple[float, float]]:
     """``members alone`` / ``members with S-PROG`` → mean Brier skill at 1 and 5 mm/h on ``radar``."""
     ds = open_radar(radar, skip_bad=True)
-    forecaster = Forecaster.from_checkpoint(checkpoint, precision="32", sprog_weight=SPROG_WEIGHT)
+    forecaster = Forecaster.from_checkpoint(checkpoint, precision="32", sprog_weight=0.0)
     spec, sequences = window_spec(ds, 60.0, None, forecaster.t_in)
     spacing = grid_spacing_km(ds)
+    lead_minutes = spec.step_minutes * np.arange(1, spec.n_out + 1)
     scorers = {name: ProbabilisticScorer(THRESHOLDS, spec.n_out) for name in ("members alone", "members with S-PROG")}
     for inputs, observed, _ in iter_windows(sequences, spec, window_starts(sequences, spec, every)):
-        with torch.no_grad():
-            run = _LagrangianRun.start(forecaster, inputs, spec.n_out, spec.step_minutes, spacing)
-        plain = run.prepare(run.analysis, np.zeros(spec.n_out))  # what the members are made from
-        fields = {"members alone": plain, "members with S-PROG": blend_sprog(plain, run.sprog(), SPROG_WEIGHT)}
-        valid = common_mask(observed, [run.place(plain, run.forward)])
-        for name, field in fields.items():
-            members = PerturbedMembers(run, field, MODEL_MEMBERS, spec.step_minutes)
-            lead_minutes = spec.step_minutes * np.arange(1, spec.n_out + 1)
+        out, alone = forecaster.forecast_for_probabilities(
+            inputs, spec.n_out, spec.step_minutes, spacing, members=MODEL_MEMBERS
+        )  # the members' forecast: unsmoothed, without S-PROG
+        run = alone.run
+        field = blend_sprog(alone.plain, run.sprog(), SPROG_WEIGHT)
+        with_sprog = PerturbedMembers(run, field, MODEL_MEMBERS, spec.step_minutes)
+        valid = common_mask(observed, [out])
+        for name, members in (("members alone", alone), ("members with S-PROG", with_sprog)):
             probability = exceedance(
                 members, THRESHOLDS, lead_minutes, float(np.mean(spacing)), MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE
             )
