@@ -143,3 +143,83 @@ def test_sprog_and_steps_on_a_scene_that_does_not_change_are_its_extrapolation()
     assert members.shape == (3, 4, 64, 64)
     np.testing.assert_array_equal(members, np.broadcast_to(expected, members.shape))
     assert np.isnan(members[:, :, :, :4]).all()
+
+
+def test_training_windows_hold_the_sprog_the_forecast_blends():
+    """The cache's S-PROG (whole grid, matched to the last input) is the shipped forecast's, lead by lead."""
+    from test_lagrangian import moving_blob
+
+    from nowcast.data.lagrangian import moving_frame_sprog_matched
+    from nowcast.forecast import _LagrangianRun
+
+    forecaster = _perturbed_forecaster(0.25)
+    rates = evolving_rain(5, 64, seed=4, drift_px=1.0)
+    with torch.no_grad():
+        run = _LagrangianRun.start(forecaster, rates, 6, 5.0, (1.0, 1.0))
+    np.testing.assert_array_equal(moving_frame_sprog_matched(run.inputs, 6), run.sprog())
+    short = moving_blob(2, size=32)  # too few frames for S-PROG: the last input at every lead
+    np.testing.assert_array_equal(moving_frame_sprog_matched(short, 3), np.repeat(short[-1:], 3, axis=0))
+
+
+def test_training_windows_turn_and_scale_sprog_with_the_frames():
+    from nowcast.data.lagrangian import LagrangianWindows
+    from nowcast.transforms import Transform
+
+    transform = Transform("log1p", 100.0)
+    rates = np.random.default_rng(3).lognormal(0.0, 1.0, size=(6, 5, 8, 8)).astype(np.float32)
+    frames = transform.encode(rates).astype(np.float16)
+    arrays = {
+        "frames": frames,
+        "valid": np.ones(rates.shape, bool),
+        "step_minutes": np.full(6, 5.0, np.float32),
+        "velocity": np.zeros((6, 2, 8, 8), np.float16),
+        "sprog": frames[:, 2:].copy(),  # S-PROG equal to the targets: every item must keep them equal
+    }
+    windows = LagrangianWindows(arrays, augment=True, seed=0, length=16, jitter_db=3.0, transform=transform)
+    originals = [torch.from_numpy(f.astype(np.float32)).unsqueeze(1) for f in frames]
+    turned = 0
+    for i in range(16):
+        item = windows[i]
+        assert item["sprog"].shape == (3, 1, 8, 8)
+        torch.testing.assert_close(item["sprog"], item["frames"][2:])
+        turned += not any(torch.equal(item["frames"], original) for original in originals)
+    assert turned >= 12  # the items are rotated, mirrored and scaled
+    del arrays["sprog"]
+    assert "sprog" not in LagrangianWindows(arrays, augment=False, seed=0)[0]
+
+
+def test_blend_in_model_space_is_the_blend_of_rain_rates():
+    from nowcast.training import blended_with_sprog
+    from nowcast.transforms import Transform
+
+    transform = Transform("log1p", 100.0)
+    pred = torch.tensor([-0.05, 0.0, 0.2, 0.5], requires_grad=True)
+    sprog = transform.encode(torch.tensor([0.0, 4.0, 1.0, 30.0]))
+    for weight in (0.0, 0.25, 1.0):
+        blend = blended_with_sprog(pred, sprog, weight, transform)
+        expected = (1 - weight) * transform.decode(pred[1:].detach()) + weight * transform.decode(sprog[1:])
+        torch.testing.assert_close(transform.decode(blend[1:].detach()), expected)
+    blended_with_sprog(pred, sprog, 0.25, transform).sum().backward()
+    assert pred.grad[0] > 0  # a forecast below 0 mm/h still learns (decode would clip it)
+    with pytest.raises(ValueError, match="log1p"):
+        blended_with_sprog(pred, sprog, 0.25, Transform("identity"))
+
+
+def test_training_for_the_blend_scores_the_blend(tmp_path, compose_config):
+    """With S-PROG's weight 1 the loss does not depend on the network: its weights never move; with 0.25 they do."""
+    from conftest import tiny_lagrangian_run
+
+    from nowcast.training import train
+
+    def weights_after(steps: int, weight: float) -> dict:
+        cfg = compose_config(
+            *tiny_lagrangian_run(tmp_path), f"trainer.max_steps={steps}", f"trainer.sprog_weight={weight}"
+        )
+        train(cfg, tmp_path / f"run_{steps}_{weight}")
+        path = tmp_path / f"run_{steps}_{weight}" / "checkpoints" / "last.pt"
+        return Forecaster.from_checkpoint(path).model.state_dict()
+
+    first, later = weights_after(1, 1.0), weights_after(3, 1.0)
+    assert all(torch.equal(first[k], later[k]) for k in first)
+    first, later = weights_after(1, 0.25), weights_after(3, 0.25)
+    assert not all(torch.equal(first[k], later[k]) for k in first)
