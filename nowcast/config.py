@@ -113,8 +113,6 @@ class TrainerConfig:
     csi_weights: list[float] = field(default_factory=lambda: [0.3, 1.0])  # weight of 1 - soft CSI each
     # logcsi of a Lagrangian model: score the frames as trended, smoothed and matched (nowcast.matched_csi)
     csi_matched: bool = False
-    # a Lagrangian model's loss scores its forecast blended with S-PROG's, this share on S-PROG's (0: none)
-    sprog_weight: float = 0.0
     grad_clip: float = 1.0  # max gradient norm; 0 disables
     val_every: int = 210
     early_stop_patience: int = 0  # validations without improvement; 0 disables
@@ -181,7 +179,6 @@ RANGES: tuple[tuple[str, float, float, bool], ...] = (
     ("trainer.num_workers", 0, 256, True),
     ("trainer.max_minutes", 0, 1e6, True),
     ("trainer.probability_weight", 0, 1e6, True),
-    ("trainer.sprog_weight", 0, 1, True),
     ("model.kernel_size", 1, 31, True),
     ("model.patch_size", 1, 64, True),
     ("data.t_in", 1, 1000, True),
@@ -258,18 +255,9 @@ def check_config(cfg: Any) -> None:
         raise UserError(
             f"trainer.csi_weights {list(weights)} and trainer.csi_thresholds {list(thresholds)} differ in length"
         )
-    _check_lagrangian_losses(get)
-    _check_probability_head(get)
-
-
-def _check_lagrangian_losses(get: Any) -> None:
-    """The loss options only Lagrangian radar windows have (see :func:`check_config`)."""
-    from nowcast.errors import UserError
-
     if get("trainer.csi_matched") and (get("trainer.loss") != "logcsi" or get("data.name") != "lagrangian_radar"):
         raise UserError("trainer.csi_matched=true needs trainer.loss=logcsi and data=lagrangian_radar")
-    if get("trainer.sprog_weight") and get("data.name") != "lagrangian_radar":
-        raise UserError("trainer.sprog_weight > 0 needs data=lagrangian_radar (S-PROG is blended in the moving frame)")
+    _check_probability_head(get)
 
 
 def _check_probability_head(get: Any) -> None:

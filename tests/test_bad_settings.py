@@ -29,8 +29,6 @@ BAD_TRAIN = [
     ("data.t_out=0", "data.t_out"),
     ("trainer.csi_weights=[1.0]", "differ in length"),
     ("trainer.csi_matched=true", "needs trainer.loss=logcsi and data=lagrangian_radar"),
-    ("trainer.sprog_weight=1.5", "trainer.sprog_weight"),
-    ("trainer.sprog_weight=0.25", "needs data=lagrangian_radar"),
 ]
 
 
