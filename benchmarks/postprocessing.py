@@ -59,9 +59,9 @@ def main() -> None:
         result = evaluate(ds, forecaster, 60.0, None, args.every, methods, THRESHOLDS, [], False, ())
         model, lk = ([result.scores[name]["csi"][t]["mean"] for t in THRESHOLDS] for name in methods)
         ratios = sum(c / b for c, b in zip(model, lk, strict=True))
-        cells = f"{model[0]:.3f} | {model[1]:.3f} | {result.scores['model']['mse']['mean']:.3f}"
+        cells = f"{model[0]:.4f} | {model[1]:.4f} | {result.scores['model']['mse']['mean']:.3f}"
         setting = f"{matching} | {fade} | {smoothing:g} | {symmetries} | {trend:g}"
-        print(f"| {setting} | {cells} | {lk[0]:.3f} | {lk[1]:.3f} | {ratios:.3f} |", flush=True)
+        print(f"| {setting} | {cells} | {lk[0]:.4f} | {lk[1]:.4f} | {ratios:.4f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -40,8 +40,10 @@ SMOOTHING_KM_PER_MINUTE = 0.1
 #: (:func:`continue_trend`), before smoothing and matching: S-PROG's AR(2) beats extrapolation at
 #: the first lead because it continues each scale's change; the network, whose correction lives on
 #: 4 km patches, does not continue the change of the 1 km pixels. Chosen on the validation radar
-#: (RMI) only, among 0, 0.25, 0.5 and 1, see ``benchmarks/results/trend_round15.md``.
-TREND_WEIGHT = 0.5
+#: (RMI) only: 0.5 among 0, 0.25, 0.5 and 1 in round 15 (``benchmarks/results/trend_round15.md``),
+#: 0.75 among 0.25, 0.5 and 0.75 in round 24, once S-PROG was blended in
+#: (``benchmarks/results/postprocessing_round24.md``).
+TREND_WEIGHT = 0.75
 #: What a Lagrangian forecast brings in where the motion comes from outside the observed domain:
 #: the last observation at the nearest observed pixel, chosen on crops of the validation radar
 #: (RMI), whose cut edges rain crosses (benchmarks/results/inflow_round20.md); ``empty`` is
