@@ -70,7 +70,7 @@ def settings(decluster: int = 20, idw: int = 20, winsize: int = 50, **_):
 
 def score_source(path: Path, cfg, variants: dict[str, dict]) -> dict[str, dict]:
     """CSI ≥1 and ≥5 of LK extrapolation per variant on every window of one source, and the seconds of motion."""
-    tables = {name: None for name in variants}
+    tables = {name: ContingencyTable(THRESHOLDS, 1) for name in variants}  # one table over every lead
     seconds = {name: 0.0 for name in variants}
     windows = 0
     for rates, step in source_sequences(str(path), cfg):
@@ -83,14 +83,11 @@ def score_source(path: Path, cfg, variants: dict[str, dict]) -> dict[str, dict]:
                     began = time.perf_counter()
                     velocity = motion_field(inputs, frames=variant.get("frames", 3))
                     seconds[name] += time.perf_counter() - began
-                forecast = extrapolation(inputs, n_out, velocity)
-                if tables[name] is None:
-                    tables[name] = ContingencyTable(THRESHOLDS, n_out)
-                tables[name].update(forecast[None], observed[None], np.isfinite(forecast[None]))
+                forecast = extrapolation(inputs, n_out, velocity)[:, None]  # leads as the batch: (n_out, 1, H, W)
+                tables[name].update(forecast, observed[:, None], np.isfinite(forecast))
     out = {}
     for name in variants:
-        t = tables[name]
-        csi = t.hits.sum(1) / (t.hits + t.misses + t.false_alarms).sum(1)  # over all leads
+        csi = tables[name].compute()["csi"][:, 0]
         out[name] = {"csi": [float(c) for c in csi], "motion_seconds": seconds[name] / max(windows, 1)}
     out["windows"] = windows
     return out
