@@ -1,17 +1,18 @@
 """Post-processing of a Lagrangian model's frames, scored on the validation radar only.
 
-Three choices are made here, never on a radar that is reported: probability matching of each frame
+Four choices are made here, never on a radar that is reported: probability matching of each frame
 to the last observation (``cdf`` or ``none``), the Gaussian smoothing that widens with lead
-time (km per minute) and the share of the last step's change of log rain that each frame carries on
-(``--trend``). Every setting is scored with the ``nowcast-evaluate`` protocol (60 min,
-every third window) beside LK extrapolation on the same windows; the rule is the largest sum of
-CSI ratios to LK at 1 and 5 mm/h.
+time (km per minute), the share of the last step's change of log rain that each frame carries on
+(``--trend``) and S-PROG's share of the blend (``--sprog-weight``). Every setting is scored with the
+``nowcast-evaluate`` protocol (60 min, every third window) beside LK extrapolation on the same
+windows; the rule is the largest sum of CSI ratios to LK at 1 and 5 mm/h.
 
 Usage::
 
     python benchmarks/postprocessing.py runs/loo/bom/train/checkpoints/best.pt
     python benchmarks/postprocessing.py CHECKPOINT --matching cdf --smoothing 0 0.05 0.1 0.2 0.3
     python benchmarks/postprocessing.py CHECKPOINT --matching cdf --smoothing 0.1 --trend 0 0.25 0.5 1
+    python benchmarks/postprocessing.py CHECKPOINT --matching cdf --smoothing 0.1 --trend 1 --sprog-weight 0.15 0.25
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import itertools
 from pathlib import Path
 
 from nowcast.evaluation import evaluate
-from nowcast.forecast import FADES, PROBABILITY_MATCHING, SYMMETRIES, Forecaster
+from nowcast.forecast import FADES, PROBABILITY_MATCHING, SPROG_WEIGHT, SYMMETRIES, Forecaster
 from nowcast.io.radar import open_radar
 
 THRESHOLDS = (1.0, 5.0)
@@ -37,15 +38,18 @@ def main() -> None:
     parser.add_argument("--fade", nargs="+", choices=FADES, default=["none"])
     parser.add_argument("--symmetries", nargs="+", type=int, choices=SYMMETRIES, default=[1])
     parser.add_argument("--trend", nargs="+", type=float, default=[0.0], metavar="WEIGHT")
+    parser.add_argument("--sprog-weight", nargs="+", type=float, default=[SPROG_WEIGHT], metavar="WEIGHT")
     args = parser.parse_args()
     ds = open_radar(args.radar, skip_bad=True)
     print(
-        "| matching | fade | smoothing (km/min) | symmetries | trend | CSI ≥1 | CSI ≥5 | MSE | LK CSI ≥1 | LK CSI ≥5 "
-        "| sum of CSI ratios to LK |"
+        "| matching | fade | smoothing (km/min) | symmetries | trend | S-PROG weight | CSI ≥1 | CSI ≥5 | MSE "
+        "| LK CSI ≥1 | LK CSI ≥5 | sum of CSI ratios to LK |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    settings = itertools.product(args.matching, args.fade, args.smoothing, args.symmetries, args.trend)
-    for matching, fade, smoothing, symmetries, trend in settings:
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    settings = itertools.product(
+        args.matching, args.fade, args.smoothing, args.symmetries, args.trend, args.sprog_weight
+    )
+    for matching, fade, smoothing, symmetries, trend, sprog_weight in settings:
         forecaster = Forecaster.from_checkpoint(
             args.checkpoint,
             precision="32",
@@ -54,13 +58,14 @@ def main() -> None:
             symmetries=symmetries,
             fade=fade,
             trend_weight=trend,
+            sprog_weight=sprog_weight,
         )
         methods = ["model", "extrapolation"]  # LK on the same windows and the same common mask
         result = evaluate(ds, forecaster, 60.0, None, args.every, methods, THRESHOLDS, [], False, ())
         model, lk = ([result.scores[name]["csi"][t]["mean"] for t in THRESHOLDS] for name in methods)
         ratios = sum(c / b for c, b in zip(model, lk, strict=True))
         cells = f"{model[0]:.4f} | {model[1]:.4f} | {result.scores['model']['mse']['mean']:.3f}"
-        setting = f"{matching} | {fade} | {smoothing:g} | {symmetries} | {trend:g}"
+        setting = f"{matching} | {fade} | {smoothing:g} | {symmetries} | {trend:g} | {sprog_weight:g}"
         print(f"| {setting} | {cells} | {lk[0]:.4f} | {lk[1]:.4f} | {ratios:.4f} |", flush=True)
 
 
