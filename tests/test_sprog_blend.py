@@ -143,3 +143,93 @@ def test_sprog_and_steps_on_a_scene_that_does_not_change_are_its_extrapolation()
     assert members.shape == (3, 4, 64, 64)
     np.testing.assert_array_equal(members, np.broadcast_to(expected, members.shape))
     assert np.isnan(members[:, :, :, :4]).all()
+
+
+def test_training_windows_hold_the_sprog_the_forecast_blends():
+    """The cache's S-PROG (whole grid, matched to the last input) is the shipped forecast's, lead by lead."""
+    from test_lagrangian import moving_blob
+
+    from nowcast.data.lagrangian import moving_frame_sprog_matched
+    from nowcast.forecast import _LagrangianRun
+
+    forecaster = _perturbed_forecaster(0.25)
+    rates = evolving_rain(5, 64, seed=4, drift_px=1.0)
+    with torch.no_grad():
+        run = _LagrangianRun.start(forecaster, rates, 6, 5.0, (1.0, 1.0))
+    np.testing.assert_array_equal(moving_frame_sprog_matched(run.inputs, 6), run.sprog())
+    short = moving_blob(2, size=32)  # too few frames for S-PROG: the last input at every lead
+    np.testing.assert_array_equal(moving_frame_sprog_matched(short, 3), np.repeat(short[-1:], 3, axis=0))
+
+
+def test_training_windows_turn_and_scale_sprog_with_the_frames():
+    from nowcast.data.lagrangian import LagrangianWindows
+    from nowcast.transforms import Transform
+
+    transform = Transform("log1p", 100.0)
+    rates = np.random.default_rng(3).lognormal(0.0, 1.0, size=(6, 5, 8, 8)).astype(np.float32)
+    frames = transform.encode(rates).astype(np.float16)
+    arrays = {
+        "frames": frames,
+        "valid": np.ones(rates.shape, bool),
+        "step_minutes": np.full(6, 5.0, np.float32),
+        "velocity": np.zeros((6, 2, 8, 8), np.float16),
+        "sprog": frames[:, 2:].copy(),  # S-PROG equal to the targets: every item must keep them equal
+    }
+    windows = LagrangianWindows(arrays, augment=True, seed=0, length=16, jitter_db=3.0, transform=transform)
+    originals = [torch.from_numpy(f.astype(np.float32)).unsqueeze(1) for f in frames]
+    turned = 0
+    for i in range(16):
+        item = windows[i]
+        assert item["sprog"].shape == (3, 1, 8, 8)
+        torch.testing.assert_close(item["sprog"], item["frames"][2:])
+        turned += not any(torch.equal(item["frames"], original) for original in originals)
+    assert turned >= 12  # the items are rotated, mirrored and scaled
+    del arrays["sprog"]
+    assert "sprog" not in LagrangianWindows(arrays, augment=False, seed=0)[0]
+
+
+def test_guided_model_takes_the_guide_and_untrained_ignores_it():
+    """``sprog_channels``: the forecaster's input per lead is the guide; an untrained model still repeats x_last."""
+    from nowcast.models import EncoderForecaster, ModelConfig
+
+    config = ModelConfig(hidden=[8, 8], patch_size=4, head="residual", output_activation="identity", step_channel=True)
+    config.sprog_channels = True
+    model = EncoderForecaster(config).eval()
+    assert model.forecaster[0].input_conv.in_channels == 16 + 1  # 4 × 4 guide channels + the step
+    frames = torch.rand(2, 3, 1, 18, 18)  # padded to 20 × 20 inside
+    step = torch.full((2,), 5.0)
+    guide = torch.rand(2, 4, 1, 18, 18)
+    with torch.no_grad():
+        out = model(frames, 4, step, guide=guide)
+        torch.testing.assert_close(out, frames[:, -1:].expand(-1, 4, -1, -1, -1))  # zero-initialised head
+        torch.nn.init.normal_(model.output_conv.weight, std=0.1)
+        a, b = model(frames, 4, step, guide=guide), model(frames, 4, step, guide=guide.flip(1))
+        assert a.shape == (2, 4, 1, 18, 18) and not torch.allclose(a, b)  # each lead sees its own guide
+        model.unroll = "fused"
+        torch.testing.assert_close(model(frames, 4, step, guide=guide), a, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="guide"):
+        model(frames, 4, step)
+    with pytest.raises(ValueError, match="leads"):
+        model(frames, 4, step, guide=guide[:, :2])
+
+
+def test_guided_model_trains_and_forecasts_with_sprogs_forecast(tmp_path, compose_config):
+    """A run with ``model.sprog_channels=true`` trains on the cached S-PROG and forecasts with the run's own."""
+    from conftest import tiny_lagrangian_run
+
+    from nowcast.forecast import _LagrangianRun
+    from nowcast.training import train
+
+    cfg = compose_config(*tiny_lagrangian_run(tmp_path), "trainer.max_steps=2", "model.sprog_channels=true")
+    train(cfg, tmp_path / "run")
+    forecaster = Forecaster.from_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", precision="32")
+    assert forecaster.model.config.sprog_channels
+    rates = evolving_rain(5, 64, seed=4, drift_px=1.0)
+    with torch.no_grad():
+        run = _LagrangianRun.start(forecaster, rates, 6, 5.0, (1.0, 1.0))
+    from nowcast.data.lagrangian import moving_frame_sprog_matched
+
+    np.testing.assert_array_equal(run.guide, moving_frame_sprog_matched(run.inputs, 6))
+    np.testing.assert_array_equal(run.sprog(), run.guide)  # made once, blended as before
+    out = forecaster.forecast(rates, 6, 5.0, spacing_km=(1.0, 1.0))
+    assert out.shape == (6, 64, 64) and np.isfinite(out).all()
