@@ -29,7 +29,6 @@ BAD_TRAIN = [
     ("data.t_out=0", "data.t_out"),
     ("trainer.csi_weights=[1.0]", "differ in length"),
     ("trainer.csi_matched=true", "needs trainer.loss=logcsi and data=lagrangian_radar"),
-    ("model.sprog_channels=true", "model.sprog_channels=true needs data=lagrangian_radar"),
 ]
 
 
