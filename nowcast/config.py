@@ -255,18 +255,9 @@ def check_config(cfg: Any) -> None:
         raise UserError(
             f"trainer.csi_weights {list(weights)} and trainer.csi_thresholds {list(thresholds)} differ in length"
         )
-    _check_lagrangian_options(get)
-    _check_probability_head(get)
-
-
-def _check_lagrangian_options(get: Any) -> None:
-    """The options only Lagrangian radar windows have (see :func:`check_config`)."""
-    from nowcast.errors import UserError
-
     if get("trainer.csi_matched") and (get("trainer.loss") != "logcsi" or get("data.name") != "lagrangian_radar"):
         raise UserError("trainer.csi_matched=true needs trainer.loss=logcsi and data=lagrangian_radar")
-    if get("model.sprog_channels") and get("data.name") != "lagrangian_radar":
-        raise UserError("model.sprog_channels=true needs data=lagrangian_radar (S-PROG's forecast in the moving frame)")
+    _check_probability_head(get)
 
 
 def _check_probability_head(get: Any) -> None:

@@ -169,18 +169,14 @@ def run_model(
     autocast_cache: bool = True,
     probabilities: bool = False,
     motion: torch.Tensor | None = None,
-    guide: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Forecast in model space: ``(B, T_in, C, H, W) -> (B, n_out, C, H, W)`` float32.
 
     ``autocast_cache=False`` for a forward pass recorded in a CUDA graph (see :mod:`nowcast.graphs`).
     ``probabilities`` also returns the probability head's logits ``(B, n_out, U, H, W)`` float32.
-    ``motion`` ``(B, 2, H, W)`` pixels per step, for a model with ``motion_channels``; ``guide``
-    ``(B, n_out, C, H, W)`` model space, S-PROG's forecast for a model with ``sprog_channels``.
+    ``motion`` ``(B, 2, H, W)`` pixels per step, for a model with ``motion_channels``.
     """
     extra = {"motion": motion} if motion is not None else {}  # models without motion (benchmarks' reference) too
-    if guide is not None:
-        extra["guide"] = guide
     with autocast(frames.device, precision, autocast_cache):
         if probabilities:
             out, logits = model(frames, n_out, step_minutes, probabilities=True, **extra)
@@ -386,12 +382,7 @@ class Forecaster:
         no_data = ~np.isfinite(batch[:, -1])  # (B, H, W)
         x = self.transform.encode(np.nan_to_num(batch, nan=0.0).astype(np.float32))
         frames = torch.from_numpy(x).unsqueeze(2).to(self.device)  # (B, T, 1, H, W)
-        guide = None  # frames already in the moving frame (the training's test pass): S-PROG from them
-        if self.model.config.sprog_channels:
-            from nowcast.data.lagrangian import moving_frame_sprog_matched
-
-            guide = np.stack([moving_frame_sprog_matched(r, n_out) for r in batch])
-        out = self._run(frames, n_out, step_minutes, motion=motion, guide=guide)  # (B, n_out, H, W) mm/h
+        out = self._run(frames, n_out, step_minutes, motion=motion)  # (B, n_out, H, W) mm/h
         if self.transform.kind != "identity":
             out = dry_below_floor(out)
         out[np.broadcast_to(no_data[:, None], out.shape)] = np.nan
@@ -439,13 +430,11 @@ class Forecaster:
         step_minutes: float | None,
         probabilities: bool = False,
         motion: np.ndarray | None = None,
-        guide: np.ndarray | None = None,
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Model-space ``(B, T, 1, H, W)`` in, decoded rain rate ``(B, n_out, H, W)`` mm/h out.
 
         ``probabilities`` also returns the probability head's ``P(R ≥ u)``, ``(B, n_out, U, H, W)``.
-        ``motion`` ``(2, H, W)`` pixels per step is the window's motion, for a model that takes it;
-        ``guide`` ``([B,] n_out, H, W)`` mm/h S-PROG's forecast, for a model with ``sprog_channels``.
+        ``motion`` ``(2, H, W)`` pixels per step is the window's motion, for a model that takes it.
         """
         step = None
         if self.needs_step:
@@ -458,30 +447,16 @@ class Forecaster:
                 raise ValueError("this model takes the motion field: it forecasts in the frame moving with the rain")
             velocity = torch.from_numpy(np.asarray(motion, dtype=np.float32)).to(self.device)
             velocity = velocity.expand(frames.shape[0], *velocity.shape)
-        guided = None
-        if self.model.config.sprog_channels:
-            if guide is None:
-                raise ValueError("this model takes S-PROG's forecast as its guide (model.sprog_channels)")
-            guided = torch.from_numpy(self.transform.encode(np.nan_to_num(guide, nan=0.0)).astype(np.float32))
-            guided = guided.to(self.device).reshape(-1, *guided.shape[-3:])[:, :, None]  # (1 or B, n_out, 1, H, W)
-            guided = guided.expand(frames.shape[0], -1, -1, -1, -1)
         if self.unroll == "auto":
-            self.unroll = self._choose_unroll(frames, n_out, step, velocity, guided)
+            self.unroll = self._choose_unroll(frames, n_out, step, velocity)
         self.model.unroll = self.unroll
-        out = run_model(
-            self.model, frames, n_out, step, self.precision, probabilities=probabilities, motion=velocity, guide=guided
-        )
+        out = run_model(self.model, frames, n_out, step, self.precision, probabilities=probabilities, motion=velocity)
         y, logits = out if probabilities else (out, None)
         rates = self.transform.decode(y[:, :, 0].cpu().numpy()).astype(np.float32)
         return (rates, torch.sigmoid(logits).cpu().numpy()) if probabilities else rates
 
     def _choose_unroll(
-        self,
-        frames: torch.Tensor,
-        n_out: int,
-        step: torch.Tensor | None,
-        motion: torch.Tensor | None = None,
-        guide: torch.Tensor | None = None,
+        self, frames: torch.Tensor, n_out: int, step: torch.Tensor | None, motion: torch.Tensor | None = None
     ) -> str:
         """The faster unroll for forecasting on this machine, timed once on a corner of ``frames``.
 
@@ -493,7 +468,6 @@ class Forecaster:
 
         corner = frames[:1, ..., :UNROLL_TIMING_SIZE, :UNROLL_TIMING_SIZE]
         corner_motion = None if motion is None else motion[:1, ..., :UNROLL_TIMING_SIZE, :UNROLL_TIMING_SIZE]
-        corner_guide = None if guide is None else guide[:1, ..., :UNROLL_TIMING_SIZE, :UNROLL_TIMING_SIZE]
         name, seconds = choose_unroll(
             self.model,
             corner,
@@ -503,7 +477,6 @@ class Forecaster:
             reps=1,
             training=False,
             motion=corner_motion,
-            guide=corner_guide,
         )
         log.debug("unroll for forecasting: %s (timed: %s)", name, seconds)
         return name
@@ -651,8 +624,6 @@ class _LagrangianRun:
     #: ``(h, w)`` mm/h what flows in where the motion comes from outside the observed domain: the last
     #: input filled to every pixel from its nearest observed one; None: nothing (see :meth:`advect`)
     inflow: np.ndarray | None = None
-    #: ``(n_out, h, w)`` mm/h S-PROG's matched forecast the network took as its guide (``sprog_channels``)
-    guide: np.ndarray | None = None
 
     @classmethod
     def start(
@@ -685,22 +656,13 @@ class _LagrangianRun:
         inputs = lagrangian.inputs_to_lagrangian(fields, forward)
         x = forecaster.transform.encode(np.nan_to_num(inputs, nan=0.0).astype(np.float32))
         frames = torch.from_numpy(x)[None, :, None].to(forecaster.device)  # (1, T, 1, h, w)
-        guide = None  # S-PROG's forecast in the moving frame, matched, for a model that takes it
-        if forecaster.model.config.sprog_channels:
-            from nowcast.data.lagrangian import moving_frame_sprog_matched
-
-            if forecaster.symmetries != 1:
-                raise ValueError("a model with sprog_channels runs without test-time symmetries")
-            guide = moving_frame_sprog_matched(inputs, n_out)
         probabilities = None
         if head:
-            analysis, probabilities = forecaster._run(
-                frames, n_out, step_minutes, probabilities=True, motion=velocity, guide=guide
-            )
+            analysis, probabilities = forecaster._run(frames, n_out, step_minutes, probabilities=True, motion=velocity)
             analysis, probabilities = analysis[0], probabilities[0]
         else:
             analysis = symmetric_run(  # (n_out, h, w) in the analysis frame
-                lambda f, v: forecaster._run(f, n_out, step_minutes, motion=v, guide=guide),
+                lambda f, v: forecaster._run(f, n_out, step_minutes, motion=v),
                 frames,
                 forecaster.symmetries,
                 velocity,
@@ -727,7 +689,6 @@ class _LagrangianRun:
             probabilities=probabilities,
             grid_no_data=grid_no_data,
             inflow=inflow,
-            guide=guide,
         )
 
     def head_probabilities(self) -> HeadProbabilities:
@@ -763,8 +724,6 @@ class _LagrangianRun:
         """
         from nowcast.cascade import moving_frame_sprog
 
-        if self.guide is not None and self.forecaster.probability_matching == "cdf":
-            return self.guide  # made the same way before the network ran (tested)
         frames = moving_frame_sprog(self.inputs[-3:], len(self.analysis))
         return self.prepare(frames, np.zeros(len(frames)))  # matched, not smoothed
 

@@ -246,10 +246,7 @@ def _hko7_tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def split_batch(batch: dict[str, torch.Tensor], t_in: int, device: torch.device) -> tuple:
-    """Inputs, targets, valid mask, step, motion ``(B, 2, H, W)`` and S-PROG's forecast ``(B, T_out, 1, H, W)``.
-
-    Each None if the batch has none; on ``device``.
-    """
+    """Inputs, targets, valid mask, step and motion ``(B, 2, H, W)`` (each None if absent), on ``device``."""
     frames = batch["frames"].to(device, non_blocking=True)  # (B, T, C, H, W)
     valid = batch.get("valid")
     valid_out = valid[:, t_in:].to(device) if valid is not None else None
@@ -257,9 +254,7 @@ def split_batch(batch: dict[str, torch.Tensor], t_in: int, device: torch.device)
     step = step.to(device).float() if step is not None else None
     motion = batch.get("motion")
     motion = motion.to(device).float() if motion is not None else None
-    sprog = batch.get("sprog")
-    sprog = sprog.to(device).float() if sprog is not None else None
-    return frames[:, :t_in], frames[:, t_in:], valid_out, step, motion, sprog
+    return frames[:, :t_in], frames[:, t_in:], valid_out, step, motion
 
 
 def _seed_everything(seed: int) -> None:
@@ -423,7 +418,7 @@ class Trainer:
         )
 
     def _train_step(self, batch: dict[str, torch.Tensor]) -> float:
-        x, y, valid, step, motion, sprog = split_batch(batch, self.bundle.t_in, self.device)
+        x, y, valid, step, motion = split_batch(batch, self.bundle.t_in, self.device)
         if self.device.type == "cpu":
             x = x.contiguous()
         set_learning_rate(
@@ -433,43 +428,31 @@ class Trainer:
             ),
         )
         if self.graphed is not None:  # the step is already taken when the loss is read
-            return self._finite(float(self.graphed(x, y, valid, step, motion, sprog)))
+            return self._finite(float(self.graphed(x, y, valid, step, motion)))
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self._loss(x, y, valid, step, motion, sprog)
+        loss = self._loss(x, y, valid, step, motion)
         loss_value = self._finite(float(loss.detach()))
         self._backward_and_step(loss)
         return loss_value
 
-    def _loss(self, x, y, valid, step, motion, sprog=None, autocast_cache: bool = True) -> torch.Tensor:
+    def _loss(self, x, y, valid, step, motion, autocast_cache: bool = True) -> torch.Tensor:
         """The training loss of one batch (forward pass included)."""
-        return self._model_loss(self.net, x, y, valid, step, motion, sprog, autocast_cache)
+        return self._model_loss(self.net, x, y, valid, step, motion, autocast_cache)
 
-    def _model_loss(self, net, x, y, valid, step, motion, sprog=None, autocast_cache: bool = True) -> torch.Tensor:
-        """Forward pass of ``net`` and :func:`training_loss`, the probability head's term included.
-
-        A model with ``sprog_channels`` gets S-PROG's forecast ``sprog`` as its guide.
-        """
+    def _model_loss(self, net, x, y, valid, step, motion, autocast_cache: bool = True) -> torch.Tensor:
+        """Forward pass of ``net`` and :func:`training_loss`, the probability head's term included."""
         thresholds = self.model_config.probability_thresholds
-        guide = self._guide(sprog)
         out = run_model(
-            net, x, self.bundle.t_out, step, self.precision.name, autocast_cache, bool(thresholds), motion, guide
+            net, x, self.bundle.t_out, step, self.precision.name, autocast_cache, bool(thresholds), motion=motion
         )
         pred, logits = out if thresholds else (out, None)
         return training_loss(
             self.tcfg.loss, pred, y, valid, self.bundle, self.tcfg, logits, thresholds, inputs=x, step_minutes=step
         )
 
-    def _guide(self, sprog: torch.Tensor | None) -> torch.Tensor | None:
-        """S-PROG's forecast ``(B, T_out, 1, H, W)`` as the guide of a model with ``sprog_channels``, else None."""
-        if not self.model_config.sprog_channels:
-            return None
-        if sprog is None:
-            raise TrainingError("model.sprog_channels needs S-PROG's forecast in the batch (data=lagrangian_radar)")
-        return sprog
-
-    def _optimise(self, x, y, valid, step, motion, sprog=None) -> torch.Tensor:
+    def _optimise(self, x, y, valid, step, motion) -> torch.Tensor:
         """Forward, loss, backward and optimiser step with no host synchronisation (what a CUDA graph records)."""
-        loss = self._loss(x, y, valid, step, motion, sprog, autocast_cache=False)
+        loss = self._loss(x, y, valid, step, motion, autocast_cache=False)
         self._backward_and_step(loss)
         return loss.detach()
 
@@ -501,22 +484,14 @@ class Trainer:
         from torch.utils.data import default_collate
 
         items = [self.bundle.train[i] for i in range(min(self.tcfg.batch_size, len(self.bundle.train)))]
-        x, _, _, step, motion, sprog = split_batch(default_collate(items), self.bundle.t_in, self.device)
+        x, _, _, step, motion = split_batch(default_collate(items), self.bundle.t_in, self.device)
         x = x.contiguous()
         # with the network frozen (train_only=probability_head) a training step is its forward pass
         training = self.tcfg.train_only == "all"
         one_plain_process = self.net is self.model  # no DDP wrapper, no compiled graph
         layouts = candidate_layouts(self.device, self.precision.name, current) if one_plain_process else [current]
         name, layout, seconds = choose_unroll_and_layout(
-            self.model,
-            x,
-            self.bundle.t_out,
-            step,
-            self.precision.name,
-            layouts,
-            training=training,
-            motion=motion,
-            guide=self._guide(sprog),
+            self.model, x, self.bundle.t_out, step, self.precision.name, layouts, training=training, motion=motion
         )
         if not seconds:
             log.info("unroll: %s, %s (no fusable layer)", name, current)
@@ -532,8 +507,8 @@ class Trainer:
         model.eval()
         total, count = 0.0, 0
         for batch in self._loader(self.bundle.val):
-            x, y, valid, step, motion, sprog = split_batch(batch, self.bundle.t_in, self.device)
-            total += float(self._model_loss(model, x, y, valid, step, motion, sprog)) * x.shape[0]
+            x, y, valid, step, motion = split_batch(batch, self.bundle.t_in, self.device)
+            total += float(self._model_loss(model, x, y, valid, step, motion)) * x.shape[0]
             count += x.shape[0]
         model.train()
         return total / max(count, 1)

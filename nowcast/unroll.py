@@ -32,7 +32,6 @@ def choose_unroll(
     reps: int = 2,
     training: bool = True,
     motion: torch.Tensor | None = None,
-    guide: torch.Tensor | None = None,
 ) -> tuple[str, dict[str, float]]:
     """The faster unroll for one training step (or, ``training=False``, one forecast) of ``model``.
 
@@ -53,12 +52,10 @@ def choose_unroll(
                 _sync(frames.device)
                 start = time.perf_counter()
                 if training:
-                    run_model(
-                        model, frames, n_out, step_minutes, precision, motion=motion, guide=guide
-                    ).square().mean().backward()
+                    run_model(model, frames, n_out, step_minutes, precision, motion=motion).square().mean().backward()
                 else:
                     with torch.no_grad():
-                        run_model(model, frames, n_out, step_minutes, precision, motion=motion, guide=guide)
+                        run_model(model, frames, n_out, step_minutes, precision, motion=motion)
                 _sync(frames.device)
                 if round_:
                     seconds[name].append(time.perf_counter() - start)
@@ -94,7 +91,6 @@ def choose_unroll_and_layout(
     layouts: list[str],
     training: bool = True,
     motion: torch.Tensor | None = None,
-    guide: torch.Tensor | None = None,
 ) -> tuple[str, str, dict[str, float]]:
     """The fastest pair of unroll and memory format among ``layouts``: ``(unroll, layout, seconds)``.
 
@@ -107,9 +103,7 @@ def choose_unroll_and_layout(
     report: dict[str, float] = {}
     for layout in layouts:
         apply_memory_format(model, layout)
-        name, seconds = choose_unroll(
-            model, frames, n_out, step_minutes, precision, training=training, motion=motion, guide=guide
-        )
+        name, seconds = choose_unroll(model, frames, n_out, step_minutes, precision, training=training, motion=motion)
         if not seconds:  # nothing to choose between: no fusable layer, so nothing was timed
             return name, layouts[0], {}
         report.update({f"{k} {layout}": v for k, v in seconds.items()})

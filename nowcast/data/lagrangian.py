@@ -36,7 +36,7 @@ from nowcast.transforms import RAIN_FLOOR_MM_H, Transform, dry_below_floor
 log = logging.getLogger(__name__)
 
 #: The arrays of a cache file.
-CACHED_ARRAYS = ("frames", "valid", "step_minutes", "velocity", "sprog")
+CACHED_ARRAYS = ("frames", "valid", "step_minutes", "velocity")
 #: Settings that change the cached arrays (the cache key).
 CACHE_KEYS = (
     "t_in", "t_out", "strides", "grid_km", "crop", "crops_per_window", "window_every", "max_size_km", "max_boxes",
@@ -106,31 +106,13 @@ def source_sequences(path: str, cfg: Any) -> list[tuple[np.ndarray, float]]:
     return out
 
 
-def moving_frame_sprog_matched(inputs: np.ndarray, n_out: int) -> np.ndarray:
-    """S-PROG's forecast ``(n_out, h, w)`` mm/h in the moving frame, as a Lagrangian forecast blends it.
-
-    ``inputs`` ``(T, h, w)`` mm/h advected to the analysis time (NaN: no data); each lead is matched
-    to the last input, as :meth:`nowcast.forecast._LagrangianRun.sprog` does on the whole grid.
-    Fewer than three inputs (too few for S-PROG) give the last input at every lead.
-    """
-    from nowcast.cascade import moving_frame_sprog
-    from nowcast.forecast import distribution_matcher
-
-    last = np.nan_to_num(inputs[-1], nan=0.0).astype(np.float32)
-    if len(inputs) < 3:
-        return np.repeat(last[None], n_out, axis=0)
-    match = distribution_matcher(inputs[-1])
-    return np.stack([match(frame) for frame in moving_frame_sprog(inputs[-3:], n_out)])
-
-
 def window_crops(
     window: np.ndarray, t_in: int, cfg: Any, rng: np.random.Generator
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """Lagrangian crops of one window ``(t_in + t_out, h, w)`` mm/h: ``[(rates, valid, motion, sprog)]``.
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Lagrangian crops of one window ``(t_in + t_out, h, w)`` mm/h: ``[(rates, valid, motion)]``.
 
     ``rates`` and ``valid`` ``(T, c, c)``; ``motion`` ``(2, c, c)``, the window's motion there in
-    pixels per step of the window; ``sprog`` ``(t_out, c, c)`` mm/h S-PROG's forecast there, made on
-    the whole grid (:func:`moving_frame_sprog_matched`).
+    pixels per step of the window.
     """
     t_out = window.shape[0] - t_in
     velocity = motion_field(window[:t_in])
@@ -142,7 +124,6 @@ def window_crops(
             lagrangian.targets_to_lagrangian(window[t_in:], backward),
         ]
     )
-    sprog = moving_frame_sprog_matched(frames[:t_in], t_out)
     h, w = frames.shape[-2:]
     size = min(cfg.crop, h, w)
     wet = np.nan_to_num(frames[t_in - 1]) >= cfg.wet_threshold
@@ -160,7 +141,7 @@ def window_crops(
             continue
         rows, cols = slice(best[0], best[0] + size), slice(best[1], best[1] + size)
         crop = frames[:, rows, cols]
-        crops.append((crop, np.isfinite(crop), velocity[:, rows, cols], sprog[:, rows, cols]))
+        crops.append((crop, np.isfinite(crop), velocity[:, rows, cols]))
     return crops
 
 
@@ -171,10 +152,10 @@ def build_cache(paths: list[str], cfg: Any) -> dict[str, np.ndarray]:
 
 
 def source_cache(path: str, cfg: Any) -> dict[str, np.ndarray]:
-    """Lagrangian crops of one source: ``frames``, ``valid``, ``step_minutes``, ``velocity`` and ``sprog``.
+    """Lagrangian crops of one source: ``frames``, ``valid``, ``step_minutes`` and ``velocity``.
 
     ``frames`` (N, T, c, c) float16 model space, ``valid`` alike, ``velocity`` (N, 2, c, c) float16
-    pixels per step, ``sprog`` (N, t_out, c, c) float16 model space (S-PROG's forecast there).
+    pixels per step.
     """
     settings = {k: (list(cfg[k]) if k == "strides" else cfg[k]) for k in CACHE_KEYS}
     settings["motion_stride"] = MOTION_STRIDE  # the motion grid changes the cached windows too
@@ -188,7 +169,7 @@ def source_cache(path: str, cfg: Any) -> dict[str, np.ndarray]:
     transform = Transform("log1p", cfg.transform_scale_mm_h)
     n_frames = cfg.t_in + cfg.t_out
     rng = np.random.default_rng(cfg.seed)
-    frames, valid, steps, velocity, sprog = [], [], [], [], []
+    frames, valid, steps, velocity = [], [], [], []
     jobs = [
         (seq, start, stride, step)
         for seq, step in source_sequences(path, cfg)
@@ -198,12 +179,11 @@ def source_cache(path: str, cfg: Any) -> dict[str, np.ndarray]:
     bar = tqdm(jobs, desc=f"lagrangian windows {Path(path).name}", unit="window", disable=not sys.stderr.isatty())
     for seq, start, stride, step in bar:
         window = seq[start : start + (n_frames - 1) * stride + 1 : stride]
-        for crop, mask, motion, extrapolated in window_crops(window, cfg.t_in, cfg, rng):
+        for crop, mask, motion in window_crops(window, cfg.t_in, cfg, rng):
             frames.append(transform.encode(np.nan_to_num(crop)).astype(np.float16))
             valid.append(mask)
             steps.append(step * stride)
             velocity.append(motion.astype(np.float16))
-            sprog.append(transform.encode(extrapolated).astype(np.float16))
     if not frames:
         raise UserError(f"{path}: no rainy window of {n_frames} frames (lower data.min_wet_fraction)")
     arrays = {
@@ -211,7 +191,6 @@ def source_cache(path: str, cfg: Any) -> dict[str, np.ndarray]:
         "valid": np.stack(valid),
         "step_minutes": np.asarray(steps, np.float32),
         "velocity": np.stack(velocity),
-        "sprog": np.stack(sprog),
     }
     save_npz(cache, arrays)
     log.info("cached %d Lagrangian crops of %s in %s", len(frames), path, cache)
@@ -232,9 +211,8 @@ class LagrangianWindows(Dataset):
     """Cached Lagrangian crops; item ``i`` is a pure function of ``(seed, i)``.
 
     Items: ``frames`` ``(T, 1, c, c)`` (model space), ``valid`` (1 where the pixel was observed
-    and did not come from outside the domain), ``step_minutes``, ``motion`` ``(2, c, c)``
-    (pixels per step) and, where the arrays hold it, ``sprog`` ``(t_out, 1, c, c)`` (S-PROG's
-    forecast, model space). With ``augment``, each item is rotated and mirrored at random (its motion
+    and did not come from outside the domain), ``step_minutes`` and ``motion`` ``(2, c, c)``
+    (pixels per step). With ``augment``, each item is rotated and mirrored at random (its motion
     turned with it, :func:`nowcast.lagrangian.turn_motion`), and with ``jitter_db > 0`` all its
     rain rates are multiplied by one factor 10^(d/10), d uniform in ±``jitter_db`` dB (a radar
     calibrated a little higher or lower; ``transform`` maps model space to mm/h and back).
@@ -257,7 +235,6 @@ class LagrangianWindows(Dataset):
         self.length = length if length is not None else len(arrays["frames"])
         self.jitter_db = jitter_db
         self.transform = transform
-        self.has_sprog = "sprog" in arrays
 
     def __len__(self) -> int:
         return self.length
@@ -268,27 +245,21 @@ class LagrangianWindows(Dataset):
         i = int(rng.integers(count)) if self.augment else index % count
         frames, valid = self.arrays["frames"][i].astype(np.float32), self.arrays["valid"][i]
         motion = self.arrays["velocity"][i].astype(np.float32)
-        # S-PROG's forecast goes through the same rotation, mirror and jitter as the frames
-        rated = np.concatenate([frames, self.arrays["sprog"][i].astype(np.float32)]) if self.has_sprog else frames
         if self.augment:
             k, flip = int(rng.integers(4)), bool(rng.integers(2))
-            rated, valid = np.rot90(rated, k, axes=(1, 2)), np.rot90(valid, k, axes=(1, 2))
+            frames, valid = np.rot90(frames, k, axes=(1, 2)), np.rot90(valid, k, axes=(1, 2))
             if flip:
-                rated, valid = rated[:, :, ::-1], valid[:, :, ::-1]
+                frames, valid = frames[:, :, ::-1], valid[:, :, ::-1]
             motion = lagrangian.turn_motion(motion, k, flip)
             if self.jitter_db > 0:
                 factor = 10 ** (rng.uniform(-self.jitter_db, self.jitter_db) / 10)
-                rated = self.transform.encode(self.transform.decode(rated) * factor).astype(np.float32)
-        n_frames = len(valid)
-        item = {
-            "frames": torch.from_numpy(np.ascontiguousarray(rated[:n_frames])).unsqueeze(1),
+                frames = self.transform.encode(self.transform.decode(frames) * factor).astype(np.float32)
+        return {
+            "frames": torch.from_numpy(np.ascontiguousarray(frames)).unsqueeze(1),
             "valid": torch.from_numpy(np.ascontiguousarray(valid, dtype=np.float32)).unsqueeze(1),
             "step_minutes": torch.tensor(float(self.arrays["step_minutes"][i])),
             "motion": torch.from_numpy(np.ascontiguousarray(motion)),
         }
-        if self.has_sprog:
-            item["sprog"] = torch.from_numpy(np.ascontiguousarray(rated[n_frames:])).unsqueeze(1)
-        return item
 
 
 def build_lagrangian_bundle(cfg: Any) -> DataBundle:

@@ -53,11 +53,7 @@ def decode_rates(codes: np.ndarray) -> np.ndarray:
 
 
 def pack(cache_files: list[Path], out: Path, transform: Transform) -> None:
-    """Pack cache files into ``out``.
-
-    Each holds ``frames`` in ``transform``'s model space, ``valid``, ``step_minutes``, ``velocity``
-    and, where the file has it, ``sprog`` (coded as the frames are).
-    """
+    """Pack cache files (``frames`` in ``transform``'s model space, ``valid``, ``step_minutes``, ``velocity``)."""
     arrays: dict[str, np.ndarray] = {"transform_scale_mm_h": np.float64(transform.scale_mm_h)}
     for index, path in enumerate(cache_files):
         with np.load(path) as cache:
@@ -65,7 +61,6 @@ def pack(cache_files: list[Path], out: Path, transform: Transform) -> None:
             if "velocity" not in cache.files:
                 raise UserError(f"{path} holds no motion (written by an older nowcast): build the cache again")
             velocity = cache["velocity"].astype(np.float16)
-            sprog = cache["sprog"] if "sprog" in cache.files else None
         codes = encode_rates(transform.decode(frames.astype(np.float32)))
         arrays[f"{index}_name"] = np.array(path.name)
         arrays[f"{index}_shape"] = np.array(frames.shape)
@@ -74,10 +69,6 @@ def pack(cache_files: list[Path], out: Path, transform: Transform) -> None:
         arrays[f"{index}_step_minutes"] = steps
         arrays[f"{index}_velocity_shape"] = np.array(velocity.shape)
         arrays[f"{index}_velocity"] = np.frombuffer(lzma.compress(velocity.tobytes()), np.uint8)
-        if sprog is not None:  # S-PROG's forecast of each crop, coded as the frames are
-            arrays[f"{index}_sprog_shape"] = np.array(sprog.shape)
-            sprog_codes = encode_rates(transform.decode(sprog.astype(np.float32)))
-            arrays[f"{index}_sprog"] = np.frombuffer(lzma.compress(sprog_codes.tobytes()), np.uint8)
     save_npz(out, arrays)
 
 
@@ -104,10 +95,6 @@ def unpack(packed: Path, cache_dir: Path) -> list[Path]:
                 "step_minutes": data[f"{index}_step_minutes"],
                 "velocity": velocity.reshape(velocity_shape),
             }
-            if f"{index}_sprog" in data.files:
-                sprog_shape = tuple(int(n) for n in data[f"{index}_sprog_shape"])
-                sprog = np.frombuffer(lzma.decompress(data[f"{index}_sprog"].tobytes()), np.uint8)
-                arrays["sprog"] = transform.encode(decode_rates(sprog.reshape(sprog_shape))).astype(np.float16)
             save_npz(path, arrays)
             written.append(path)
     return written

@@ -65,11 +65,6 @@ class ModelConfig:
         as two extra input channels of every step, encoder and forecaster alike. In the frame that
         moves with the rain the network otherwise cannot tell the upwind from the downwind side of
         a storm, nor a fast storm (whose extrapolation errs more) from a slow one.
-    sprog_channels
-        Feed a guide forecast of every lead (S-PROG's, in model space, space-to-depth like the
-        frames) as the forecaster's input at that lead, beside the step and motion channels: the
-        network corrects a forecast that already fades the small scales by S-PROG's rule instead
-        of learning that fade from the inputs alone. ``forward`` then needs ``guide``.
     frame_size
         ``(H, W)`` of the frames when fixed (Moving-MNIST); enables per-pixel peephole weights.
     head
@@ -108,7 +103,6 @@ class ModelConfig:
     output_activation: str = "sigmoid"
     step_channel: bool = False
     motion_channels: bool = False
-    sprog_channels: bool = False
     frame_size: list[int] | None = None
     head: str = "frames"
     motion_correction: bool = False
@@ -161,8 +155,7 @@ class EncoderForecaster(nn.Module):
         self.encoder = nn.ModuleList(
             cell_cls(c_in, c_hid, k, grid) for c_in, c_hid in zip(below, config.hidden, strict=True)
         )
-        guide = frame_channels if config.sprog_channels else 0
-        below_fc = [extra + guide, *config.hidden[:-1]]
+        below_fc = [extra, *config.hidden[:-1]]
         self.forecaster = nn.ModuleList(
             cell_cls(c_in, c_hid, k, grid) for c_in, c_hid in zip(below_fc, config.hidden, strict=True)
         )
@@ -233,7 +226,6 @@ class EncoderForecaster(nn.Module):
         step_minutes: Tensor | None = None,
         probabilities: bool = False,
         motion: Tensor | None = None,
-        guide: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Forecast ``n_out`` frames.
 
@@ -251,9 +243,6 @@ class EncoderForecaster(nn.Module):
         motion
             Motion ``(B, 2, H, W)`` in pixels per time step (x then y component, as pysteps),
             required when the model was built with ``motion_channels=True``.
-        guide
-            A guide forecast ``(B, n_out, C, H, W)`` in model space (S-PROG's), required when the
-            model was built with ``sprog_channels=True``.
 
         Returns
         -------
@@ -287,7 +276,7 @@ class EncoderForecaster(nn.Module):
             states.append(state)  # layer_input: (T_in*B, C_hid, h', w')
 
         hidden_all: list[Tensor] = []
-        layer_input = self._forecaster_input(step_field, guide, n_out, b)
+        layer_input = step_field
         for cell, state in zip(self.forecaster, states, strict=True):
             if layer_input is not None and self._fused(cell):
                 layer_input, _ = self._unroll_fused(cell, layer_input, state, n_out, b)
@@ -376,26 +365,6 @@ class EncoderForecaster(nn.Module):
         if not channels:
             return None
         return torch.cat(channels, dim=1).contiguous(memory_format=torch.channels_last)
-
-    def _forecaster_input(self, step_field: Tensor | None, guide: Tensor | None, n_out: int, b: int) -> Tensor | None:
-        """The first forecaster layer's input: ``(B, E, h', w')`` the same at every lead, or per lead.
-
-        With ``sprog_channels`` the guide ``(B, n_out, C, H, W)`` is padded and put through
-        space-to-depth as the frames are, lead-major ``(n_out*B, C*p*p [+ E], h', w')``.
-        """
-        if not self.config.sprog_channels:
-            return step_field
-        if guide is None:
-            raise ValueError("this model needs the guide forecast (it was trained with sprog_channels)")
-        if guide.shape[1] < n_out:
-            raise ValueError(f"the guide forecast has {guide.shape[1]} leads, {n_out} are needed")
-        p = self.config.patch_size
-        h, w = guide.shape[-2:]
-        g = guide[:, :n_out].transpose(0, 1).flatten(0, 1)  # (n_out*B, C, H, W)
-        g = F.pixel_unshuffle(F.pad(g, (0, (-w) % p, 0, (-h) % p)), p)
-        if step_field is not None:
-            g = torch.cat([g, step_field.to(g.dtype).repeat(n_out, 1, 1, 1)], dim=1)
-        return g.contiguous(memory_format=torch.channels_last) if self.channels_last else g
 
     def _patch_motion(self, motion: Tensor, grid: torch.Size) -> Tensor:
         """Motion ``(B, 2, H, W)`` px/step → its mean over each patch, ``(B, 2, h', w')``, scaled."""
