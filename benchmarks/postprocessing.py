@@ -22,7 +22,7 @@ import itertools
 from pathlib import Path
 
 from nowcast.evaluation import evaluate
-from nowcast.forecast import FADES, PROBABILITY_MATCHING, SPROG_WEIGHT, SYMMETRIES, Forecaster
+from nowcast.forecast import FADES, PROBABILITY_MATCHING, SYMMETRIES, Forecaster
 from nowcast.io.radar import open_radar
 
 THRESHOLDS = (1.0, 5.0)
@@ -38,7 +38,9 @@ def main() -> None:
     parser.add_argument("--fade", nargs="+", choices=FADES, default=["none"])
     parser.add_argument("--symmetries", nargs="+", type=int, choices=SYMMETRIES, default=[1])
     parser.add_argument("--trend", nargs="+", type=float, default=[0.0], metavar="WEIGHT")
-    parser.add_argument("--sprog-weight", nargs="+", type=float, default=[SPROG_WEIGHT], metavar="WEIGHT")
+    parser.add_argument(
+        "--sprog-weight", nargs="+", type=float, default=[None], metavar="WEIGHT", help="default: the shipped share"
+    )
     args = parser.parse_args()
     ds = open_radar(args.radar, skip_bad=True)
     print(
@@ -65,7 +67,8 @@ def main() -> None:
         model, lk = ([result.scores[name]["csi"][t]["mean"] for t in THRESHOLDS] for name in methods)
         ratios = sum(c / b for c, b in zip(model, lk, strict=True))
         cells = f"{model[0]:.4f} | {model[1]:.4f} | {result.scores['model']['mse']['mean']:.3f}"
-        setting = f"{matching} | {fade} | {smoothing:g} | {symmetries} | {trend:g} | {sprog_weight:g}"
+        share = forecaster.sprog_weight  # the default resolved by the model's frame
+        setting = f"{matching} | {fade} | {smoothing:g} | {symmetries} | {trend:g} | {share:g}"
         print(f"| {setting} | {cells} | {lk[0]:.4f} | {lk[1]:.4f} | {ratios:.4f} |", flush=True)
 
 
