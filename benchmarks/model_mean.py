@@ -18,12 +18,10 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from postprocessing import rule_scores
 
-from nowcast.evaluation import evaluate
 from nowcast.forecast import Forecaster
 from nowcast.io.radar import open_radar
-
-THRESHOLDS = (1.0, 5.0)
 
 
 def mean_forecaster(checkpoints: list[Path], precision: str = "32") -> Forecaster:
@@ -60,14 +58,10 @@ def main() -> None:
     args = parser.parse_args()
     forecaster = mean_forecaster(args.checkpoints)
     ds = open_radar(args.radar, skip_bad=True)
-    methods = ["model", "extrapolation"]  # LK on the same windows and the same common mask
-    result = evaluate(ds, forecaster, 60.0, None, args.every, methods, THRESHOLDS, [], False, ())
-    model, lk = ([result.scores[name]["csi"][t]["mean"] for t in THRESHOLDS] for name in methods)
-    ratios = sum(c / b for c, b in zip(model, lk, strict=True))
+    model, lk, mse, ratios = rule_scores(ds, forecaster, args.every)
     print("| networks | CSI ≥1 | CSI ≥5 | MSE | LK CSI ≥1 | LK CSI ≥5 | sum of CSI ratios to LK |")
     print("|---|---|---|---|---|---|---|")
     names = " + ".join(str(p) for p in args.checkpoints)
-    mse = result.scores["model"]["mse"]["mean"]
     print(f"| {names} | {model[0]:.4f} | {model[1]:.4f} | {mse:.3f} | {lk[0]:.4f} | {lk[1]:.4f} | {ratios:.4f} |")
 
 

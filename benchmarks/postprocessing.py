@@ -28,6 +28,19 @@ from nowcast.io.radar import open_radar
 THRESHOLDS = (1.0, 5.0)
 
 
+def rule_scores(ds, forecaster: Forecaster, every: int) -> tuple[list[float], list[float], float, float]:
+    """The model's CSI at :data:`THRESHOLDS`, LK's, the model's MSE and the rule (sum of CSI ratios to LK).
+
+    ``nowcast-evaluate``'s protocol on ``ds``: 60 min, a window every ``every`` frames, the model and
+    LK extrapolation on the same windows and one common mask.
+    """
+    methods = ["model", "extrapolation"]
+    result = evaluate(ds, forecaster, 60.0, None, every, methods, THRESHOLDS, [], False, ())
+    model, lk = ([result.scores[name]["csi"][t]["mean"] for t in THRESHOLDS] for name in methods)
+    ratios = sum(c / b for c, b in zip(model, lk, strict=True))
+    return model, lk, result.scores["model"]["mse"]["mean"], ratios
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path)
@@ -62,11 +75,8 @@ def main() -> None:
             trend_weight=trend,
             sprog_weight=sprog_weight,
         )
-        methods = ["model", "extrapolation"]  # LK on the same windows and the same common mask
-        result = evaluate(ds, forecaster, 60.0, None, args.every, methods, THRESHOLDS, [], False, ())
-        model, lk = ([result.scores[name]["csi"][t]["mean"] for t in THRESHOLDS] for name in methods)
-        ratios = sum(c / b for c, b in zip(model, lk, strict=True))
-        cells = f"{model[0]:.4f} | {model[1]:.4f} | {result.scores['model']['mse']['mean']:.3f}"
+        model, lk, mse, ratios = rule_scores(ds, forecaster, args.every)
+        cells = f"{model[0]:.4f} | {model[1]:.4f} | {mse:.3f}"
         share = forecaster.sprog_weight  # the default resolved by the model's frame
         setting = f"{matching} | {fade} | {smoothing:g} | {symmetries} | {trend:g} | {share:g}"
         print(f"| {setting} | {cells} | {lk[0]:.4f} | {lk[1]:.4f} | {ratios:.4f} |", flush=True)
