@@ -250,12 +250,6 @@ class Forecaster:
     inflow: str = "empty"
     #: Weight of S-PROG's forecast blended into a Lagrangian model's (:func:`blend_sprog`); 0: none.
     sprog_weight: float = 0.0
-    #: Share of the inputs' wet-area trend each lead's matching carries on (:func:`area_trend_factors`); 0: none.
-    area_trend_weight: float = 0.0
-    #: Rain rate (mm/h) whose exceedance area :func:`area_trend_factors` follows.
-    area_trend_mm_h: float = 0.1
-    #: Rain rate (mm/h) from which up the areas stay the last observation's (:func:`area_scaled_ranks`).
-    area_trend_below_mm_h: float = 5.0
 
     @classmethod
     def from_checkpoint(
@@ -630,8 +624,6 @@ class _LagrangianRun:
     #: ``(h, w)`` mm/h what flows in where the motion comes from outside the observed domain: the last
     #: input filled to every pixel from its nearest observed one; None: nothing (see :meth:`advect`)
     inflow: np.ndarray | None = None
-    #: One matching per lead following the inputs' wet-area trend (:func:`area_trend_factors`); None: ``match``.
-    lead_matches: list[Callable[[np.ndarray], np.ndarray]] | None = None
 
     @classmethod
     def start(
@@ -679,13 +671,6 @@ class _LagrangianRun:
         inflow = None  # the last observation filled to every pixel, what flows in from outside
         if forecaster.inflow == "observed":
             inflow = lagrangian.inflow_field(fields[-1])
-        lead_matches = None
-        if forecaster.probability_matching == "cdf" and forecaster.area_trend_weight:
-            factors = area_trend_factors(
-                inputs, forecaster.area_trend_mm_h, forecaster.area_trend_weight, len(analysis)
-            )
-            below = forecaster.area_trend_below_mm_h
-            lead_matches = [distribution_matcher(fields[-1], float(a), below) for a in factors]
         round_trip = None  # quantile map undoing the trip to the model's grid and back, built once
         if forecaster.probability_matching == "cdf" and fields.shape[-2:] != rates.shape[-2:]:
             round_trip = round_trip_quantiles(rates[-1], regrid.resample(fields[-1], rates.shape[-2:]))
@@ -701,7 +686,6 @@ class _LagrangianRun:
             analysis=analysis,
             round_trip=round_trip,
             match=distribution_matcher(fields[-1]),
-            lead_matches=lead_matches,
             probabilities=probabilities,
             grid_no_data=grid_no_data,
             inflow=inflow,
@@ -749,9 +733,7 @@ class _LagrangianRun:
 
         def one_lead(j: int) -> np.ndarray:
             frame = smooth_by_lead(frames[j : j + 1], sigmas[j : j + 1])[0]
-            if not matching:
-                return frame
-            return (self.lead_matches[j] if self.lead_matches else self.match)(frame)
+            return self.match(frame) if matching else frame
 
         return np.stack(map_frames(one_lead, len(frames)))
 
@@ -975,9 +957,7 @@ def match_distribution(forecast: np.ndarray, reference: np.ndarray) -> np.ndarra
     return np.stack([match(frame) for frame in forecast])
 
 
-def distribution_matcher(
-    reference: np.ndarray, area_factor: float = 1.0, below_mm_h: float = np.inf
-) -> Callable[[np.ndarray], np.ndarray]:
+def distribution_matcher(reference: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """Pysteps' ``nonparam_match_empirical_cdf`` towards ``reference``, its sort done once.
 
     The returned function maps a frame ``(H, W)`` (mm/h, finite; negative values count as 0) to a
@@ -993,8 +973,6 @@ def distribution_matcher(
     rain = bool(np.any(target >= RAIN_FLOOR_MM_H))
     dry_target = float(target.min())
     ranked = np.sort(target)
-    if area_factor != 1.0:
-        ranked = ranked[area_scaled_ranks(ranked, area_factor, below_mm_h)]
     wet_target = int(np.count_nonzero(ranked > dry_target))
 
     def match(frame: np.ndarray) -> np.ndarray:
@@ -1013,42 +991,6 @@ def distribution_matcher(
         return out.reshape(frame.shape).astype(np.float32)
 
     return match
-
-
-def area_scaled_ranks(ranked: np.ndarray, factor: float, below_mm_h: float = np.inf) -> np.ndarray:
-    """Indices into a sorted reference ``ranked`` ``(N,)`` mm/h that scale the light rain's area by ``factor``.
-
-    The ``k``-th smallest pixel, with a fraction ``q = (N − k) / N`` of the domain above it, gets the
-    reference's level at ``q / factor``, never one at or above ``below_mm_h``; the pixels ranked where
-    the reference is at or above ``below_mm_h`` keep their level. So the area at or above a level
-    ``v < below_mm_h`` becomes ``max(factor · f(v), f(below_mm_h))`` (``f`` the reference's exceedance
-    fraction), the heavier areas stay the reference's. ``factor`` 1 is the identity.
-    """
-    size = ranked.size
-    k = np.arange(size, dtype=np.float64)
-    first_heavy = int(np.searchsorted(ranked, below_mm_h, side="left"))  # N − n_c
-    scaled = np.clip(np.ceil(size - (size - k) / factor), 0, max(first_heavy - 1, 0)).astype(np.intp)
-    return np.where(k >= first_heavy, np.arange(size), scaled)
-
-
-def area_trend_factors(inputs: np.ndarray, threshold: float, weight: float, n_out: int) -> np.ndarray:
-    """Each lead's area factor ``(n_out,)`` from the trend of the wet area over the inputs.
-
-    ``inputs`` ``(T, h, w)`` mm/h, advected to the analysis time (NaN where unknown). On the pixels
-    known in every input, the fraction at or above ``threshold`` (mm/h) in each frame; the
-    least-squares slope ``s`` of its log against the step; lead ``j`` (1, 2, …) gets
-    ``exp(weight · s · j)``, clipped to [0.5, 2]. All ones when a frame has fewer than 20 such pixels.
-    """
-    ones = np.ones(n_out)
-    known = np.all(np.isfinite(inputs), axis=0)
-    if len(inputs) < 2 or not known.any():
-        return ones
-    counts = np.array([np.count_nonzero(frame[known] >= threshold) for frame in inputs], dtype=np.float64)
-    if counts.min() < 20:
-        return ones
-    steps = np.arange(len(inputs), dtype=np.float64)
-    slope = np.polyfit(steps, np.log(counts), 1)[0]
-    return np.clip(np.exp(weight * slope * np.arange(1, n_out + 1)), 0.5, 2.0)
 
 
 def rank_order(values: np.ndarray) -> np.ndarray:
