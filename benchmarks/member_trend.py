@@ -1,0 +1,76 @@
+"""Round 27 (issue 15): the network's members with the deterministic forecast's trend, scored on RMI only.
+
+The rule is in ``results/probabilistic/member_trend_round27.md``, written before any candidate was
+scored. For each checkpoint, the mean Brier skill at 1 and 5 mm/h of the 20 motion-perturbed members
+made from the shipped field (the network's unsmoothed, matched forecast) and from the candidates'::
+
+    python benchmarks/member_trend.py runs/ctrl/{bom,knmi,mch,fmi}/train/checkpoints/last.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from nowcast.evaluation import common_mask, iter_windows, window_spec, window_starts
+from nowcast.forecast import SPROG_WEIGHT, Forecaster, PerturbedMembers, blend_sprog, continue_trend
+from nowcast.io.radar import open_radar
+from nowcast.probability import MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE, MODEL_MEMBERS, exceedance
+from nowcast.probscores import ProbabilisticScorer
+from nowcast.regrid import grid_spacing_km
+
+THRESHOLDS = (1.0, 5.0)
+#: (name, trend weight, S-PROG blended in)
+CANDIDATES = (
+    ("shipped", 0.0, False),
+    ("trend 0.5", 0.5, False),
+    ("trend 0.75", 0.75, False),
+    ("trend 0.75 + S-PROG", 0.75, True),
+)
+
+
+def brier_skill(checkpoint: Path, radar: Path, every: int) -> dict[str, tuple[float, float]]:
+    """Candidate → mean Brier skill at 1 and 5 mm/h of its members on ``radar``."""
+    ds = open_radar(radar, skip_bad=True)
+    forecaster = Forecaster.from_checkpoint(checkpoint, precision="32")
+    spec, sequences = window_spec(ds, 60.0, None, forecaster.t_in)
+    spacing = grid_spacing_km(ds)
+    lead_minutes = spec.step_minutes * np.arange(1, spec.n_out + 1)
+    scorers = {name: ProbabilisticScorer(THRESHOLDS, spec.n_out) for name, _, _ in CANDIDATES}
+    for inputs, observed, _ in iter_windows(sequences, spec, window_starts(sequences, spec, every)):
+        out, shipped = forecaster.forecast_for_probabilities(
+            inputs, spec.n_out, spec.step_minutes, spacing, members=MODEL_MEMBERS
+        )
+        run = shipped.run
+        valid = common_mask(observed, [out])
+        for name, weight, blended in CANDIDATES:
+            members = shipped
+            if weight:
+                trended = continue_trend(run.analysis, run.inputs[-2], run.inputs[-1], weight)
+                field = run.prepare(trended, np.zeros(len(trended)))
+                if blended:
+                    field = blend_sprog(field, run.sprog(), SPROG_WEIGHT)
+                members = PerturbedMembers(run, field, MODEL_MEMBERS, spec.step_minutes)
+            probability = exceedance(
+                members, THRESHOLDS, lead_minutes, float(np.mean(spacing)), MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE
+            )
+            scorers[name].update(probability, observed, valid)
+    return {name: tuple(s.compute()["bss"][u]["mean"] for u in THRESHOLDS) for name, s in scorers.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints", type=Path, nargs="+")
+    parser.add_argument("--radar", type=Path, default=Path("../shared/radar/rmi-2021-07-04"))
+    parser.add_argument("--every", type=int, default=3)
+    args = parser.parse_args()
+    print("| checkpoint | members | BSS ≥1 | BSS ≥5 |\n|---|---|---|---|")
+    for checkpoint in args.checkpoints:
+        for name, (bss1, bss5) in brier_skill(checkpoint, args.radar, args.every).items():
+            print(f"| {checkpoint} | {name} | {bss1:.4f} | {bss5:.4f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
