@@ -403,9 +403,9 @@ class Forecaster:
         One window ``(T, H, W)`` mm/h in. With ``probability_source`` ``head``, the second item is
         the probability head's :class:`~nowcast.probability.HeadProbabilities` from the same network
         pass. Otherwise it is ``(M, n_out, H, W)``: for a Lagrangian
-        model with lead-time smoothing, the same forecast without the smoothing (M = 1; the
-        neighbourhood of :mod:`nowcast.probability` smooths it once instead of twice; chosen on the
-        validation radar, see ``benchmarks/results/probabilistic``), or with ``members`` > 1 that
+        model, the same forecast, trend included, without the smoothing and S-PROG's blend (M = 1;
+        the neighbourhood of :mod:`nowcast.probability` smooths it once instead of twice; chosen on
+        the validation radar, see ``benchmarks/results/probabilistic``), or with ``members`` > 1 that
         forecast advected along ``members`` motions perturbed as STEPS perturbs its members'
         (:class:`PerturbedMembers`, made one at a time when read; one network pass for all);
         otherwise the forecast itself. ``motion`` as in :meth:`forecast`.
@@ -493,14 +493,16 @@ class Forecaster:
         """One window ``(T, H, W)`` mm/h → ``(n_out, H, W)``: resample, advect, correct, advect back.
 
         With ``unsmoothed`` also the fields the probabilities come from, from the same network pass:
-        ``(smoothed, (M, n_out, H, W))``, the forecast without the lead-time smoothing (M = 1) or,
-        with ``members`` > 1, that forecast advected along ``members`` perturbed motions.
+        ``(smoothed, (M, n_out, H, W))``, the forecast with its trend but without the lead-time
+        smoothing, the scale fade and S-PROG's blend (M = 1) or, with ``members`` > 1, that forecast
+        advected along ``members`` perturbed motions.
         """
         head = unsmoothed and self.probability_source == "head"
         run = _LagrangianRun.start(self, rates, n_out, step_minutes, spacing_km, head)
-        faded = run.analysis
+        trended = run.analysis
         if self.trend_weight and len(run.inputs) >= 2:
-            faded = continue_trend(faded, run.inputs[-2], run.inputs[-1], self.trend_weight)
+            trended = continue_trend(trended, run.inputs[-2], run.inputs[-1], self.trend_weight)
+        faded = trended
         if self.fade == "cascade":
             from nowcast.cascade import cascade_fade
 
@@ -519,9 +521,9 @@ class Forecaster:
             return out
         if head:
             return out, run.head_probabilities()
-        if members < 2 and faded is run.analysis and not sigmas.any() and not blended:
+        if members < 2 and faded is trended and not sigmas.any() and not blended:
             return out, out[None]
-        plain = run.prepare(run.analysis, np.zeros(n_out))
+        plain = run.prepare(trended, np.zeros(n_out))  # with the trend: round 27, see MODEL_MEMBERS
         if members < 2:
             return out, run.place(plain, run.forward)[None]
         if step_minutes is None:
@@ -532,15 +534,16 @@ class Forecaster:
 class PerturbedMembers:
     """The unsmoothed forecast along ``count`` perturbed motions, ``(M, n_out, H, W)`` mm/h, made lazily.
 
-    Member ``k`` is the network's forecast in the moving frame advected along the motion perturbed
-    by :class:`~nowcast.motion.MotionPerturbation` with seed ``k``. Iterating makes one member at a
+    Member ``k`` is the network's forecast in the moving frame, with the forecaster's trend
+    (:func:`continue_trend`) and matched, advected along the motion perturbed by
+    :class:`~nowcast.motion.MotionPerturbation` with seed ``k``. Iterating makes one member at a
     time, so :func:`nowcast.probability.exceedance` counts them without holding them all (20 members
     of a 765 × 700 radar, 12 leads, are 0.5 GB); ``np.asarray`` stacks them all.
     """
 
     def __init__(self, run: _LagrangianRun, plain: np.ndarray, count: int, step_minutes: float) -> None:
         self.run = run
-        self.plain = plain  # (n_out, h, w) the network's unsmoothed, prepared forecast on its own grid
+        self.plain = plain  # (n_out, h, w) the network's unsmoothed, trended, prepared forecast on its own grid
         self.count = count
         self.step_minutes = step_minutes
 

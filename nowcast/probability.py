@@ -32,7 +32,10 @@ NEIGHBOURHOOD_KM_PER_MINUTE = 0.5
 #: skill at 1 and 5 mm/h: 0.271 against 0.258 for the single forecast with its neighbourhood
 #: (``benchmarks/results/probabilistic/designs.md``). The growth was chosen again for the GPU
 #: recipe's models (round 12, two fold models, ``designs_round12.md``): 0.5 km/min, summed mean
-#: Brier skill 0.511 against 0.509 at 0.4 and 0.501 at the previous 0.3.
+#: Brier skill 0.511 against 0.509 at 0.4 and 0.501 at the previous 0.3. Since round 27 the forecast
+#: the members are made from carries the deterministic forecast's trend (``forecast.TREND_WEIGHT``):
+#: on RMI, over eight fold models, summed mean Brier skill 3.091 against 2.970 at 1 mm/h and 1.215
+#: against 0.993 at 5 mm/h (``benchmarks/results/probabilistic/member_trend_round27.md``).
 MODEL_MEMBERS = 20
 MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE = 0.5
 #: Neighbourhood growth (km per minute of lead) over a probability head's ``P(R ≥ u)``: the head

@@ -236,7 +236,15 @@ def test_lagrangian_forecaster_continues_growth_and_decay():
         a, b = plain.forecast(rates, 4, 5.0), trend.forecast(rates, 4, 5.0)
         assert ((b.max(axis=(1, 2)) > a.max(axis=(1, 2))) == heavier).all()
         _, for_probabilities = trend.forecast_for_probabilities(rates, 4, 5.0)
-        np.testing.assert_array_equal(for_probabilities[0], a)  # probabilities: the forecast without it
+        np.testing.assert_array_equal(for_probabilities[0], b)  # probabilities: the forecast with it (round 27)
+        members = [f.forecast_for_probabilities(rates, 4, 5.0, members=3)[1] for f in (plain, trend)]
+        for seed in range(3):  # each motion-perturbed member carries the trend too
+            peaks = [np.nanmax(m.member(seed), axis=(1, 2)) for m in members]
+            assert ((peaks[1] > peaks[0]) == heavier).all()
+    smooth = _lagrangian_forecaster()
+    smooth.trend_weight, smooth.smoothing_km_per_minute = 0.5, 0.2
+    _, for_probabilities = smooth.forecast_for_probabilities(growing, 4, 5.0)
+    np.testing.assert_array_equal(for_probabilities[0], trend.forecast(growing, 4, 5.0))  # trend, no smoothing
 
 
 @pytest.mark.parametrize("count", [1, 2, 4, 8])
