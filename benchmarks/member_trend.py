@@ -1,9 +1,10 @@
-"""Round 27 (issue 15): the network's members with the deterministic forecast's trend, scored on RMI only.
+"""What the network's motion-perturbed members are made from (issue 15), scored on the validation radar.
 
-The rule is in ``results/probabilistic/member_trend_round27.md``, written before any candidate was
-scored. For each checkpoint, the mean Brier skill at 1 and 5 mm/h of the 20 motion-perturbed members
-made from the field shipped until then (the network's unsmoothed, matched forecast, no trend) and from
-the candidates' (trend 0.75 was adopted)::
+Round 27's trend in the members (rule in ``results/probabilistic/member_trend_round27.md``, written
+before any candidate was scored; trend 0.75 adopted) and round 23's S-PROG blend in them
+(``results/sprog_blend_round23.md``). For each checkpoint, the mean Brier skill at 1 and 5 mm/h of the
+20 motion-perturbed members made from the network's unsmoothed, matched forecast without the trend
+(shipped until round 27) and from each candidate's field::
 
     python benchmarks/member_trend.py runs/ctrl/{bom,knmi,mch,fmi}/train/checkpoints/last.pt
 """
@@ -29,6 +30,7 @@ CANDIDATES = (
     ("trend 0.5", 0.5, False),
     ("trend 0.75", 0.75, False),
     ("trend 0.75 + S-PROG", 0.75, True),
+    ("S-PROG", 0.0, True),  # round 23's try (results/sprog_blend_round23.md): the blend without the trend
 )
 
 

@@ -11,9 +11,8 @@ of CSI ratios to LK at 1 and 5 mm/h, summed over the checkpoints.
 
     python benchmarks/sprog_blend.py runs/r22corr/{bom,knmi,mch,fmi}/train/checkpoints/last.pt
 
-``--probabilities`` instead scores the model's exceedance probabilities (its 20 motion-perturbed
-members, each with its growing neighbourhood) made from its unsmoothed forecast with and without
-S-PROG blended in at :data:`~nowcast.forecast.SPROG_WEIGHT`: mean Brier skill at 1 and 5 mm/h.
+The members with S-PROG blended in (round 23's ``--probabilities``) are scored by
+``benchmarks/member_trend.py``.
 """
 
 from __future__ import annotations
@@ -24,13 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from nowcast.evaluation import common_mask, iter_windows, window_spec, window_starts
-from nowcast.forecast import SPROG_WEIGHT, Forecaster, PerturbedMembers, blend_sprog, match_distribution
+from nowcast.evaluation import iter_windows, window_spec, window_starts
+from nowcast.forecast import Forecaster, match_distribution
 from nowcast.io.radar import open_radar
 from nowcast.methods import Window, get_method
 from nowcast.metrics import Scorer
-from nowcast.probability import MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE, MODEL_MEMBERS, exceedance
-from nowcast.probscores import ProbabilisticScorer
 from nowcast.regrid import grid_spacing_km
 
 THRESHOLDS = (1.0, 5.0)
@@ -78,43 +75,12 @@ def score(checkpoint: Path, radar: Path, every: int) -> dict[str, tuple[float, f
     return {name: (c[0], c[1], c[0] / lk[0] + c[1] / lk[1]) for name, c in csi.items()}
 
 
-def brier_skill(checkpoint: Path, radar: Path, every: int) -> dict[str, tuple[float, float]]:
-    """``members alone`` / ``members with S-PROG`` → mean Brier skill at 1 and 5 mm/h on ``radar``."""
-    ds = open_radar(radar, skip_bad=True)
-    forecaster = Forecaster.from_checkpoint(checkpoint, precision="32", sprog_weight=0.0)
-    spec, sequences = window_spec(ds, 60.0, None, forecaster.t_in)
-    spacing = grid_spacing_km(ds)
-    lead_minutes = spec.step_minutes * np.arange(1, spec.n_out + 1)
-    scorers = {name: ProbabilisticScorer(THRESHOLDS, spec.n_out) for name in ("members alone", "members with S-PROG")}
-    for inputs, observed, _ in iter_windows(sequences, spec, window_starts(sequences, spec, every)):
-        out, alone = forecaster.forecast_for_probabilities(
-            inputs, spec.n_out, spec.step_minutes, spacing, members=MODEL_MEMBERS
-        )  # the members' forecast: unsmoothed, without S-PROG
-        run = alone.run
-        field = blend_sprog(alone.plain, run.sprog(), SPROG_WEIGHT)
-        with_sprog = PerturbedMembers(run, field, MODEL_MEMBERS, spec.step_minutes)
-        valid = common_mask(observed, [out])
-        for name, members in (("members alone", alone), ("members with S-PROG", with_sprog)):
-            probability = exceedance(
-                members, THRESHOLDS, lead_minutes, float(np.mean(spacing)), MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE
-            )
-            scorers[name].update(probability, observed, valid)
-    return {name: tuple(s.compute()["bss"][u]["mean"] for u in THRESHOLDS) for name, s in scorers.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", type=Path, nargs="+")
     parser.add_argument("--radar", type=Path, default=Path("../shared/radar/rmi-2021-07-04"))
     parser.add_argument("--every", type=int, default=3)
-    parser.add_argument("--probabilities", action="store_true", help="score the members' Brier skill instead")
     args = parser.parse_args()
-    if args.probabilities:
-        print("| checkpoint | members | BSS ≥1 | BSS ≥5 |\n|---|---|---|---|")
-        for checkpoint in args.checkpoints:
-            for name, (bss1, bss5) in brier_skill(checkpoint, args.radar, args.every).items():
-                print(f"| {checkpoint} | {name} | {bss1:.4f} | {bss5:.4f} |", flush=True)
-        return
     results = [score(checkpoint, args.radar, args.every) for checkpoint in args.checkpoints]
     names = " | ".join(str(c) for c in args.checkpoints)
     print(f"| forecast | {names} | sum of the rule | mean CSI ≥1 |")
