@@ -48,13 +48,13 @@ def brier_skill(checkpoint: Path, radar: Path, every: int) -> dict[str, tuple[fl
         )
         run = shipped.run
         valid = common_mask(observed, [out])
+        sprog = run.sprog()  # once per window: two candidates blend it in
+        prepared = {}  # trend weight → the matched, unsmoothed field, shared by the candidates with that weight
+        for weight in {weight for _, weight, _ in CANDIDATES}:
+            trended = continue_trend(run.analysis, run.inputs[-2], run.inputs[-1], weight) if weight else run.analysis
+            prepared[weight] = run.prepare(trended, np.zeros(len(trended)))
         for name, weight, blended in CANDIDATES:
-            trended = run.analysis
-            if weight:
-                trended = continue_trend(run.analysis, run.inputs[-2], run.inputs[-1], weight)
-            field = run.prepare(trended, np.zeros(len(trended)))
-            if blended:
-                field = blend_sprog(field, run.sprog(), SPROG_WEIGHT)
+            field = blend_sprog(prepared[weight], sprog, SPROG_WEIGHT) if blended else prepared[weight]
             members = PerturbedMembers(run, field, MODEL_MEMBERS, spec.step_minutes)
             probability = exceedance(
                 members, THRESHOLDS, lead_minutes, float(np.mean(spacing)), MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE
