@@ -6,6 +6,7 @@ otherwise, and is scored by :func:`postprocessing.rule_scores` (CSI ratios to LK
 The rule, written before scoring, is in ``results/sprog_ramp_round28.md``::
 
     python benchmarks/sprog_ramp.py runs/ctrl/{bom,knmi,mch,fmi}/train/checkpoints/last.pt
+    python benchmarks/sprog_ramp.py CHECKPOINT --ramp 0.5 0 --ramp 0.5 0.1    # round 28's second set
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from postprocessing import rule_scores
 from nowcast.forecast import SPROG_WEIGHT, Forecaster
 from nowcast.io.radar import open_radar
 
-#: (share at the first lead, share at the last); None: the shipped constant share
-CANDIDATES = ((SPROG_WEIGHT, None), (0.1, 0.4), (0.0, 0.5), (0.4, 0.1))
+#: (share at the first lead, share at the last) of round 28's first set of candidates
+CANDIDATES = ((0.1, 0.4), (0.0, 0.5), (0.4, 0.1))
 
 
 def main() -> None:
@@ -27,12 +28,16 @@ def main() -> None:
     parser.add_argument("checkpoints", type=Path, nargs="+")
     parser.add_argument("--radar", type=Path, default=Path("../shared/radar/rmi-2021-07-04"))
     parser.add_argument("--every", type=int, default=3)
+    parser.add_argument(
+        "--ramp", nargs=2, type=float, action="append", metavar=("FIRST", "LAST"), help="default: CANDIDATES"
+    )
     args = parser.parse_args()
+    candidates = [(SPROG_WEIGHT, None), *(args.ramp or CANDIDATES)]  # the shipped constant share first
     ds = open_radar(args.radar, skip_bad=True)
     print("| checkpoint | S-PROG share, first → last lead | CSI ≥1 | CSI ≥5 | MSE | LK CSI ≥1 | LK CSI ≥5 | rule |")
     print("|---|---|---|---|---|---|---|---|")
     for checkpoint in args.checkpoints:
-        for first, last in CANDIDATES:
+        for first, last in candidates:
             forecaster = Forecaster.from_checkpoint(checkpoint, precision="32", sprog_weight=first)
             forecaster.sprog_weight_last = last
             model, lk, mse, rule = rule_scores(ds, forecaster, args.every)
