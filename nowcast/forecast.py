@@ -250,9 +250,6 @@ class Forecaster:
     inflow: str = "empty"
     #: Weight of S-PROG's forecast blended into a Lagrangian model's (:func:`blend_sprog`); 0: none.
     sprog_weight: float = 0.0
-    #: S-PROG's weight at the last lead, linear in the lead index from ``sprog_weight`` at the first;
-    #: None: ``sprog_weight`` at every lead (round 28's try, ``benchmarks/results/sprog_ramp_round28.md``).
-    sprog_weight_last: float | None = None
 
     @classmethod
     def from_checkpoint(
@@ -518,10 +515,7 @@ class Forecaster:
         prepared = run.prepare(faded, sigmas)
         blended = bool(self.sprog_weight) and len(run.inputs) >= 3  # S-PROG needs three frames
         if blended:
-            weight = self.sprog_weight
-            if self.sprog_weight_last is not None:
-                weight = np.linspace(self.sprog_weight, self.sprog_weight_last, n_out)
-            prepared = blend_sprog(prepared, run.sprog(), weight)
+            prepared = blend_sprog(prepared, run.sprog(), self.sprog_weight)
         out = run.place(prepared, run.forward)
         if not unsmoothed:
             return out
@@ -882,16 +876,13 @@ def symmetric_run(
     return (total / count).astype(np.float32)
 
 
-def blend_sprog(network: np.ndarray, sprog: np.ndarray, weight: float | np.ndarray) -> np.ndarray:
+def blend_sprog(network: np.ndarray, sprog: np.ndarray, weight: float) -> np.ndarray:
     """``(1 − weight)·network + weight·sprog``, both ``(n_out, h, w)`` mm/h in the moving frame; float32.
-
-    ``weight`` is one share for every lead or one per lead ``(n_out,)``.
 
     Two forecasts of about equal skill whose errors differ average to a better one: on the left-out
     radars of rounds 20 to 22 the network and S-PROG tied on average, each ahead at other leads and
     thresholds. Where S-PROG has no value (NaN) the network's is kept.
     """
-    weight = np.asarray(weight, dtype=np.float32).reshape(-1, 1, 1)
     blended = (1.0 - weight) * network + weight * sprog
     return np.where(np.isfinite(sprog), blended, network).astype(np.float32)
 

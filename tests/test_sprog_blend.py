@@ -67,10 +67,6 @@ def test_blend_weights_the_two_forecasts_and_keeps_the_network_where_sprog_has_n
     out = blend_sprog(network, other, 0.25)
     assert out.dtype == np.float32
     assert out[0, 0, 0] == 4.0 and out[1, 2, 2] == 5.0
-    by_lead = blend_sprog(network, other, np.array([0.0, 0.5]))  # one share per lead
-    assert by_lead.dtype == np.float32
-    np.testing.assert_array_equal(by_lead[0], 4.0)
-    np.testing.assert_array_equal(by_lead[1], 6.0)
 
 
 def _perturbed_forecaster(weight: float) -> Forecaster:
@@ -93,18 +89,6 @@ def test_forecast_is_the_blend_of_network_and_sprog_advected_once():
     wet = (forecasts[0] > 0.2) & (forecasts[1] > 0.2)
     np.testing.assert_allclose(forecasts[0.25][wet], expected[wet], rtol=1e-4)
     assert not np.allclose(forecasts[0], forecasts[1])
-
-
-def test_a_share_growing_with_lead_blends_each_lead_with_its_own_share():
-    """Each lead is blended on its own, so a ramp's first and last leads are the constant shares' leads."""
-    rates = evolving_rain(5, 64, seed=2, drift_px=1.5)
-    constant = {w: _perturbed_forecaster(w).forecast(rates, 6, 5.0, spacing_km=(1.0, 1.0)) for w in (0.1, 0.4)}
-    ramp = _perturbed_forecaster(0.1)
-    ramp.sprog_weight_last = 0.4
-    ramped = ramp.forecast(rates, 6, 5.0, spacing_km=(1.0, 1.0))
-    np.testing.assert_array_equal(ramped[0], constant[0.1][0])
-    np.testing.assert_array_equal(ramped[-1], constant[0.4][-1])
-    assert not np.array_equal(ramped[-1], constant[0.1][-1])
 
 
 def test_weight_one_is_sprog_along_the_network_motion():
