@@ -13,11 +13,11 @@ Round 28's rule, written before any growth was scored: ``results/probabilistic/m
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from validation_cli import validation_parser
 
 from nowcast.evaluation import common_mask, iter_windows, window_spec, window_starts
 from nowcast.forecast import Forecaster
@@ -68,11 +68,7 @@ def scores(checkpoint: Path, radar: Path, every: int) -> dict[float, dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoints", type=Path, nargs="+")
-    parser.add_argument("--radar", type=Path, default=Path("../shared/radar/rmi-2021-07-04"))
-    parser.add_argument("--every", type=int, default=3)
-    args = parser.parse_args()
+    args = validation_parser(__doc__.splitlines()[0]).parse_args()
     print("| checkpoint | growth (km/min) | BSS ≥1 | BSS ≥5 | reliability ≥1 | reliability ≥5 |")
     print("|---|---|---|---|---|---|")
     for checkpoint in args.checkpoints:

@@ -11,10 +11,10 @@ before any candidate was scored; trend 0.75 adopted) and round 23's S-PROG blend
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
+from validation_cli import validation_parser
 
 from nowcast.evaluation import common_mask, iter_windows, window_spec, window_starts
 from nowcast.forecast import SPROG_WEIGHT, Forecaster, PerturbedMembers, blend_sprog, continue_trend
@@ -64,11 +64,7 @@ def brier_skill(checkpoint: Path, radar: Path, every: int) -> dict[str, tuple[fl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoints", type=Path, nargs="+")
-    parser.add_argument("--radar", type=Path, default=Path("../shared/radar/rmi-2021-07-04"))
-    parser.add_argument("--every", type=int, default=3)
-    args = parser.parse_args()
+    args = validation_parser(__doc__.splitlines()[0]).parse_args()
     print("| checkpoint | members | BSS ≥1 | BSS ≥5 |\n|---|---|---|---|")
     for checkpoint in args.checkpoints:
         for name, (bss1, bss5) in brier_skill(checkpoint, args.radar, args.every).items():

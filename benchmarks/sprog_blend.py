@@ -17,11 +17,11 @@ The members with S-PROG blended in (round 23's ``--probabilities``) are scored b
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from validation_cli import validation_parser
 
 from nowcast.evaluation import iter_windows, window_spec, window_starts
 from nowcast.forecast import Forecaster, match_distribution
@@ -76,11 +76,7 @@ def score(checkpoint: Path, radar: Path, every: int) -> dict[str, tuple[float, f
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoints", type=Path, nargs="+")
-    parser.add_argument("--radar", type=Path, default=Path("../shared/radar/rmi-2021-07-04"))
-    parser.add_argument("--every", type=int, default=3)
-    args = parser.parse_args()
+    args = validation_parser(__doc__.splitlines()[0]).parse_args()
     results = [score(checkpoint, args.radar, args.every) for checkpoint in args.checkpoints]
     names = " | ".join(str(c) for c in args.checkpoints)
     print(f"| forecast | {names} | sum of the rule | mean CSI ≥1 |")
