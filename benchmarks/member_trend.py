@@ -7,6 +7,7 @@ before any candidate was scored; trend 0.75 adopted) and round 23's S-PROG blend
 (shipped until round 27) and from each candidate's field::
 
     python benchmarks/member_trend.py runs/ctrl/{bom,knmi,mch,fmi}/train/checkpoints/last.pt
+    python benchmarks/member_trend.py CHECKPOINT --trend 0.75 1 1.25      # round 28: past round 27's grid
 """
 
 from __future__ import annotations
@@ -34,26 +35,28 @@ CANDIDATES = (
 )
 
 
-def brier_skill(checkpoint: Path, radar: Path, every: int) -> dict[str, tuple[float, float]]:
-    """Candidate → mean Brier skill at 1 and 5 mm/h of its members on ``radar``."""
+def brier_skill(
+    checkpoint: Path, radar: Path, every: int, candidates: tuple = CANDIDATES
+) -> dict[str, tuple[float, float]]:
+    """Candidate ``(name, trend weight, S-PROG blended in)`` → mean Brier skill at 1 and 5 mm/h of its members."""
     ds = open_radar(radar, skip_bad=True)
     forecaster = Forecaster.from_checkpoint(checkpoint, precision="32")
     spec, sequences = window_spec(ds, 60.0, None, forecaster.t_in)
     spacing = grid_spacing_km(ds)
     lead_minutes = spec.step_minutes * np.arange(1, spec.n_out + 1)
-    scorers = {name: ProbabilisticScorer(THRESHOLDS, spec.n_out) for name, _, _ in CANDIDATES}
+    scorers = {name: ProbabilisticScorer(THRESHOLDS, spec.n_out) for name, _, _ in candidates}
     for inputs, observed, _ in iter_windows(sequences, spec, window_starts(sequences, spec, every)):
         out, shipped = forecaster.forecast_for_probabilities(
             inputs, spec.n_out, spec.step_minutes, spacing, members=MODEL_MEMBERS
         )
         run = shipped.run
         valid = common_mask(observed, [out])
-        sprog = run.sprog()  # once per window: two candidates blend it in
+        sprog = run.sprog() if any(blended for *_, blended in candidates) else None  # once per window
         prepared = {}  # trend weight → the matched, unsmoothed field, shared by the candidates with that weight
-        for weight in {weight for _, weight, _ in CANDIDATES}:
+        for weight in {weight for _, weight, _ in candidates}:
             trended = continue_trend(run.analysis, run.inputs[-2], run.inputs[-1], weight) if weight else run.analysis
             prepared[weight] = run.prepare(trended, np.zeros(len(trended)))
-        for name, weight, blended in CANDIDATES:
+        for name, weight, blended in candidates:
             field = blend_sprog(prepared[weight], sprog, SPROG_WEIGHT) if blended else prepared[weight]
             members = PerturbedMembers(run, field, MODEL_MEMBERS, spec.step_minutes)
             probability = exceedance(
@@ -64,10 +67,13 @@ def brier_skill(checkpoint: Path, radar: Path, every: int) -> dict[str, tuple[fl
 
 
 def main() -> None:
-    args = validation_parser(__doc__.splitlines()[0]).parse_args()
+    parser = validation_parser(__doc__.splitlines()[0])
+    parser.add_argument("--trend", nargs="+", type=float, metavar="WEIGHT", help="these trend weights alone")
+    args = parser.parse_args()
+    candidates = tuple((f"trend {w:g}", w, False) for w in args.trend) if args.trend else CANDIDATES
     print("| checkpoint | members | BSS ≥1 | BSS ≥5 |\n|---|---|---|---|")
     for checkpoint in args.checkpoints:
-        for name, (bss1, bss5) in brier_skill(checkpoint, args.radar, args.every).items():
+        for name, (bss1, bss5) in brier_skill(checkpoint, args.radar, args.every, candidates).items():
             print(f"| {checkpoint} | {name} | {bss1:.4f} | {bss5:.4f} |", flush=True)
 
 
