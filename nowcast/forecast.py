@@ -44,6 +44,13 @@ SMOOTHING_KM_PER_MINUTE = 0.1
 #: 0.75 among 0.25, 0.5 and 0.75 in round 24, once S-PROG was blended in
 #: (``benchmarks/results/postprocessing_round24.md``).
 TREND_WEIGHT = 0.75
+#: The trend weight of the fields the probabilities come from (the motion-perturbed members and the
+#: ``--members 1`` field), their own since round 28: the deterministic weight was chosen for CSI,
+#: with the smoothing and the S-PROG blend after it. On RMI, over the four seed-0 fold models, the
+#: members' Brier skill rose with the weight on every model, summed 1.5875 at 1.25 against 1.5494 at
+#: 0.75 at 1 mm/h and 0.6752 against 0.6145 at 5 mm/h
+#: (``benchmarks/results/probabilistic/member_trend_round28.md``).
+MEMBER_TREND_WEIGHT = 1.25
 #: What a Lagrangian forecast brings in where the motion comes from outside the observed domain:
 #: the last observation at the nearest observed pixel, chosen on crops of the validation radar
 #: (RMI), whose cut edges rain crosses (benchmarks/results/inflow_round20.md); ``empty`` is
@@ -250,6 +257,8 @@ class Forecaster:
     inflow: str = "empty"
     #: Weight of S-PROG's forecast blended into a Lagrangian model's (:func:`blend_sprog`); 0: none.
     sprog_weight: float = 0.0
+    #: Trend weight of the fields the probabilities come from (:data:`MEMBER_TREND_WEIGHT`); None: ``trend_weight``.
+    member_trend_weight: float | None = None
 
     @classmethod
     def from_checkpoint(
@@ -265,6 +274,7 @@ class Forecaster:
         trend_weight: float | None = None,
         inflow: str | None = None,
         sprog_weight: float | None = None,
+        member_trend_weight: float | None = None,
     ) -> Forecaster:
         """Load a checkpoint (default: the shipped pretrained radar model).
 
@@ -285,6 +295,8 @@ class Forecaster:
         models) is what a Lagrangian forecast brings in where the motion comes from outside the
         observed domain. ``sprog_weight`` (None: :data:`SPROG_WEIGHT` for Lagrangian models, 0
         otherwise) is the share of S-PROG's forecast in a Lagrangian model's, see :func:`blend_sprog`.
+        ``member_trend_weight`` (None: :data:`MEMBER_TREND_WEIGHT` for Lagrangian models) is the trend
+        weight of the fields a Lagrangian model's probabilities come from.
         """
         path = Path(path) if path is not None else pretrained_checkpoint()
         payload = load_checkpoint(path)
@@ -303,6 +315,10 @@ class Forecaster:
         post = post_processing(
             frame, probability_matching, smoothing_km_per_minute, trend_weight, fade, symmetries, inflow, sprog_weight
         )
+        if member_trend_weight is None and frame == "lagrangian":
+            member_trend_weight = MEMBER_TREND_WEIGHT
+        if member_trend_weight is not None and not (np.isfinite(member_trend_weight) and member_trend_weight >= 0):
+            raise ValueError(f"member_trend_weight must be a number ≥ 0, got {member_trend_weight!r}")
         has_head = model.probability_conv is not None
         if probability_source is None:
             probability_source = "head" if has_head else "members"
@@ -323,6 +339,7 @@ class Forecaster:
             frame=frame,
             grid_km=float(data.get("grid_km", 1.0)),
             probability_source=probability_source,
+            member_trend_weight=member_trend_weight,
             **post,
         )
 
@@ -521,9 +538,13 @@ class Forecaster:
             return out
         if head:
             return out, run.head_probabilities()
-        if members < 2 and faded is trended and not sigmas.any() and not blended:
+        member_field = trended  # with the trend: round 27; the members' own weight: round 28
+        member_weight = self.member_trend_weight
+        if member_weight is not None and member_weight != self.trend_weight and len(run.inputs) >= 2:
+            member_field = continue_trend(run.analysis, run.inputs[-2], run.inputs[-1], member_weight)
+        if members < 2 and faded is trended and member_field is trended and not sigmas.any() and not blended:
             return out, out[None]
-        plain = run.prepare(trended, np.zeros(n_out))  # with the trend: round 27, see MODEL_MEMBERS
+        plain = run.prepare(member_field, np.zeros(n_out))
         if members < 2:
             return out, run.place(plain, run.forward)[None]
         if step_minutes is None:

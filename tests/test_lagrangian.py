@@ -8,7 +8,14 @@ from scipy.ndimage import gaussian_filter
 from nowcast import lagrangian, regrid
 from nowcast.baselines import extrapolation, motion_field
 from nowcast.data.lagrangian import LagrangianWindows
-from nowcast.forecast import TREND_WEIGHT, Forecaster, continue_trend, smooth_by_lead, symmetric_run
+from nowcast.forecast import (
+    MEMBER_TREND_WEIGHT,
+    TREND_WEIGHT,
+    Forecaster,
+    continue_trend,
+    smooth_by_lead,
+    symmetric_run,
+)
 from nowcast.models import EncoderForecaster, ModelConfig
 from nowcast.probability import MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE, MODEL_MEMBERS
 from nowcast.transforms import RAIN_FLOOR_MM_H, Transform, dry_below_floor
@@ -245,6 +252,25 @@ def test_lagrangian_forecaster_continues_growth_and_decay():
     smooth.trend_weight, smooth.smoothing_km_per_minute = 0.5, 0.2
     _, for_probabilities = smooth.forecast_for_probabilities(growing, 4, 5.0)
     np.testing.assert_array_equal(for_probabilities[0], trend.forecast(growing, 4, 5.0))  # trend, no smoothing
+
+
+def test_probabilities_carry_the_members_own_trend_weight():
+    """The fields the probabilities come from take ``member_trend_weight``, the forecast keeps ``trend_weight``."""
+    growing = moving_blob(5) * np.linspace(0.5, 1.0, 5, dtype=np.float32)[:, None, None]
+    own, stronger = _lagrangian_forecaster(), _lagrangian_forecaster()
+    own.trend_weight, own.member_trend_weight = 0.5, 1.25
+    stronger.trend_weight = 1.25
+    forecast, for_probabilities = own.forecast_for_probabilities(growing, 4, 5.0)
+    np.testing.assert_array_equal(forecast, own.forecast(growing, 4, 5.0))
+    np.testing.assert_array_equal(for_probabilities[0], stronger.forecast(growing, 4, 5.0))
+    assert not np.array_equal(for_probabilities[0], forecast)
+
+
+def test_member_trend_weight_defaults_for_a_lagrangian_checkpoint():
+    assert Forecaster.from_checkpoint(precision="32").member_trend_weight == MEMBER_TREND_WEIGHT == 1.25
+    assert Forecaster.from_checkpoint(precision="32", member_trend_weight=0).member_trend_weight == 0
+    with pytest.raises(ValueError, match="member_trend_weight"):
+        Forecaster.from_checkpoint(precision="32", member_trend_weight=-1)
 
 
 @pytest.mark.parametrize("count", [1, 2, 4, 8])
