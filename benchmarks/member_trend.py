@@ -18,7 +18,7 @@ import numpy as np
 from validation_cli import validation_parser
 
 from nowcast.evaluation import common_mask, iter_windows, window_spec, window_starts
-from nowcast.forecast import SPROG_WEIGHT, Forecaster, PerturbedMembers, blend_sprog, continue_trend
+from nowcast.forecast import SPROG_WEIGHT, Forecaster, PerturbedMembers, blend_sprog
 from nowcast.io.radar import open_radar
 from nowcast.probability import MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE, MODEL_MEMBERS, exceedance
 from nowcast.probscores import ProbabilisticScorer
@@ -54,8 +54,7 @@ def brier_skill(
         sprog = run.sprog() if any(blended for *_, blended in candidates) else None  # once per window
         prepared = {}  # trend weight → the matched, unsmoothed field, shared by the candidates with that weight
         for weight in {weight for _, weight, _ in candidates}:
-            trended = continue_trend(run.analysis, run.inputs[-2], run.inputs[-1], weight) if weight else run.analysis
-            prepared[weight] = run.prepare(trended, np.zeros(len(trended)))
+            prepared[weight] = run.prepare(run.trended(weight), np.zeros(len(run.analysis)))
         for name, weight, blended in candidates:
             field = blend_sprog(prepared[weight], sprog, SPROG_WEIGHT) if blended else prepared[weight]
             members = PerturbedMembers(run, field, MODEL_MEMBERS, spec.step_minutes)

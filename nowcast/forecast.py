@@ -516,9 +516,7 @@ class Forecaster:
         """
         head = unsmoothed and self.probability_source == "head"
         run = _LagrangianRun.start(self, rates, n_out, step_minutes, spacing_km, head)
-        trended = run.analysis
-        if self.trend_weight and len(run.inputs) >= 2:
-            trended = continue_trend(trended, run.inputs[-2], run.inputs[-1], self.trend_weight)
+        trended = run.trended(self.trend_weight)
         faded = trended
         if self.fade == "cascade":
             from nowcast.cascade import cascade_fade
@@ -539,9 +537,8 @@ class Forecaster:
         if head:
             return out, run.head_probabilities()
         member_field = trended  # with the trend: round 27; the members' own weight: round 28
-        member_weight = self.member_trend_weight
-        if member_weight is not None and member_weight != self.trend_weight and len(run.inputs) >= 2:
-            member_field = continue_trend(run.analysis, run.inputs[-2], run.inputs[-1], member_weight)
+        if self.member_trend_weight not in (None, self.trend_weight):
+            member_field = run.trended(self.member_trend_weight)
         if members < 2 and faded is trended and member_field is trended and not sigmas.any() and not blended:
             return out, out[None]
         plain = run.prepare(member_field, np.zeros(n_out))
@@ -740,6 +737,15 @@ class _LagrangianRun:
         from nowcast import lagrangian
 
         return lagrangian.displacements(self.velocity, len(self.analysis), perturbation=perturbation)
+
+    def trended(self, weight: float) -> np.ndarray:
+        """The network's forecast ``(n_out, h, w)`` with ``weight`` times the last change (:func:`continue_trend`).
+
+        ``analysis`` itself when ``weight`` is 0 or there is no previous input to take a change from.
+        """
+        if not weight or len(self.inputs) < 2:
+            return self.analysis
+        return continue_trend(self.analysis, self.inputs[-2], self.inputs[-1], weight)
 
     def sprog(self) -> np.ndarray:
         """S-PROG's forecast in the moving frame ``(n_out, h, w)`` mm/h, matched as :meth:`prepare` matches.
