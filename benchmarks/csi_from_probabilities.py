@@ -16,10 +16,12 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from validation_cli import VALIDATION_RADAR
 
 from nowcast.evaluation import common_mask, iter_windows, window_spec, window_starts
 from nowcast.forecast import Forecaster
 from nowcast.io.radar import open_radar
+from nowcast.metrics import ContingencyTable
 from nowcast.probability import MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE, MODEL_MEMBERS, exceedance
 from nowcast.regrid import grid_spacing_km
 
@@ -27,15 +29,19 @@ THRESHOLDS = (1.0, 5.0)
 PROBABILITY_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 
 
-def contingency(checkpoint: Path, radar: Path, every: int) -> tuple[list[str], np.ndarray]:
-    """Variant names and hits, misses, false alarms ``(variants, U, n_out, 3)`` on ``radar``."""
+def contingency(checkpoint: Path, radar: Path, every: int) -> dict[str, dict[str, np.ndarray]]:
+    """Threshold (mm/h) → the deterministic forecast's and each level's ``ContingencyTable.compute()`` on ``radar``.
+
+    ``"deterministic"`` holds ``(U, n_out)`` scores at :data:`THRESHOLDS`; ``"probability ≥ u"`` holds
+    ``(levels, n_out)`` scores of the events P(R ≥ u) ≥ p, one row per :data:`PROBABILITY_LEVELS`.
+    """
     ds = open_radar(radar, skip_bad=True)
     forecaster = Forecaster.from_checkpoint(checkpoint, precision="32")
     spec, sequences = window_spec(ds, 60.0, None, forecaster.t_in)
     spacing = grid_spacing_km(ds)
     lead_minutes = spec.step_minutes * np.arange(1, spec.n_out + 1)
-    names = ["deterministic"] + [f"P ≥ {p:g}" for p in PROBABILITY_LEVELS]
-    table = np.zeros((len(names), len(THRESHOLDS), spec.n_out, 3))
+    deterministic = ContingencyTable(THRESHOLDS, spec.n_out)
+    by_level = [ContingencyTable(PROBABILITY_LEVELS, spec.n_out) for _ in THRESHOLDS]
     for inputs, observed, _ in iter_windows(sequences, spec, window_starts(sequences, spec, every)):
         out, members = forecaster.forecast_for_probabilities(
             inputs, spec.n_out, spec.step_minutes, spacing, members=MODEL_MEMBERS
@@ -44,31 +50,29 @@ def contingency(checkpoint: Path, radar: Path, every: int) -> tuple[list[str], n
             members, THRESHOLDS, lead_minutes, float(np.mean(spacing)), MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE
         )
         valid = common_mask(observed, [out]) & np.isfinite(probability[0])
+        deterministic.update(np.nan_to_num(out)[None], observed[None], valid[None])
         for k, threshold in enumerate(THRESHOLDS):
-            event = np.nan_to_num(observed) >= threshold
-            forecasts = [np.nan_to_num(out) >= threshold]
-            forecasts += [np.nan_to_num(probability[k]) >= p for p in PROBABILITY_LEVELS]
-            for v, wet in enumerate(forecasts):
-                table[v, k, :, 0] += np.count_nonzero(wet & event & valid, axis=(1, 2))
-                table[v, k, :, 1] += np.count_nonzero(~wet & event & valid, axis=(1, 2))
-                table[v, k, :, 2] += np.count_nonzero(wet & ~event & valid, axis=(1, 2))
-    return names, table
+            event = np.where(np.isfinite(observed), observed >= threshold, np.nan)  # 1 or 0: ≥ every level p
+            by_level[k].update(np.nan_to_num(probability[k])[None], event[None], valid[None])
+    scores = {"deterministic": deterministic.compute()}
+    scores |= {f"probability ≥ {u:g}": table.compute() for u, table in zip(THRESHOLDS, by_level, strict=True)}
+    return scores
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("--radar", type=Path, default=Path("../shared/radar/rmi-2021-07-04"))
+    parser.add_argument("--radar", type=Path, default=VALIDATION_RADAR)
     parser.add_argument("--every", type=int, default=3)
     args = parser.parse_args()
-    names, table = contingency(args.checkpoint, args.radar, args.every)
+    scores = contingency(args.checkpoint, args.radar, args.every)
     print("| threshold (mm/h) | forecast | mean CSI | mean bias | CSI, first and last lead | bias, last lead |")
     print("|---|---|---|---|---|---|")
     for k, threshold in enumerate(THRESHOLDS):
-        for v, name in enumerate(names):
-            hits, misses, false_alarms = table[v, k].T
-            csi = hits / np.maximum(hits + misses + false_alarms, 1)
-            bias = (hits + false_alarms) / np.maximum(hits + misses, 1)
+        rows = [("deterministic", scores["deterministic"], k)]
+        rows += [(f"P ≥ {p:g}", scores[f"probability ≥ {threshold:g}"], v) for v, p in enumerate(PROBABILITY_LEVELS)]
+        for name, table, row in rows:
+            csi, bias = table["csi"][row], table["bias"][row]
             print(
                 f"| {threshold:g} | {name} | {csi.mean():.4f} | {bias.mean():.2f} | "
                 f"{csi[0]:.3f}, {csi[-1]:.3f} | {bias[-1]:.2f} |"
