@@ -53,12 +53,13 @@ def scores(checkpoint: Path, radar: Path, every: int) -> dict[float, dict]:
     ds = open_radar(radar, skip_bad=True)
     forecaster = Forecaster.from_checkpoint(checkpoint, precision="32")
     spec, sequences = window_spec(ds, 60.0, None, forecaster.t_in)
-    spacing = float(np.mean(grid_spacing_km(ds)))
+    spacing_km = grid_spacing_km(ds)
+    spacing = float(np.mean(spacing_km))
     lead_minutes = spec.step_minutes * np.arange(1, spec.n_out + 1)
     scorers = {growth: ProbabilisticScorer(THRESHOLDS, spec.n_out) for growth in GROWTHS_KM_PER_MINUTE}
     for inputs, observed, _ in iter_windows(sequences, spec, window_starts(sequences, spec, every)):
         out, members = forecaster.forecast_for_probabilities(
-            inputs, spec.n_out, spec.step_minutes, grid_spacing_km(ds), members=MODEL_MEMBERS
+            inputs, spec.n_out, spec.step_minutes, spacing_km, members=MODEL_MEMBERS
         )
         valid = common_mask(observed, [out])
         counted = CountedMembers(members, THRESHOLDS)
