@@ -8,6 +8,7 @@ before any candidate was scored; trend 0.75 adopted) and round 23's S-PROG blend
 
     python benchmarks/member_trend.py runs/ctrl/{bom,knmi,mch,fmi}/train/checkpoints/last.pt
     python benchmarks/member_trend.py CHECKPOINT --trend 0.75 1 1.25      # round 28: past round 27's grid
+    python benchmarks/member_trend.py CHECKPOINT --trend 1.25 1.5 2       # round 29: past round 28's grid
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ NEIGHBOURHOOD_KM_PER_MINUTE = 0.5
 #: the members are made from carries the deterministic forecast's trend (``forecast.TREND_WEIGHT``):
 #: on RMI, over eight fold models, summed mean Brier skill 3.091 against 2.970 at 1 mm/h and 1.215
 #: against 0.993 at 5 mm/h (``benchmarks/results/probabilistic/member_trend_round27.md``); since
-#: round 28 at their own weight (``forecast.MEMBER_TREND_WEIGHT``, 1.25; ``member_trend_round28.md``).
+#: round 28 at their own weight (``forecast.MEMBER_TREND_WEIGHT``: 1.25, ``member_trend_round28.md``;
+#: 2 since round 29, ``member_trend_round29.md``).
 MODEL_MEMBERS = 20
 MEMBER_NEIGHBOURHOOD_KM_PER_MINUTE = 0.5
 #: Neighbourhood growth (km per minute of lead) over a probability head's ``P(R ≥ u)``: the head

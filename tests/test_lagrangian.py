@@ -267,7 +267,7 @@ def test_probabilities_carry_the_members_own_trend_weight():
 
 
 def test_member_trend_weight_defaults_for_a_lagrangian_checkpoint():
-    assert Forecaster.from_checkpoint(precision="32").member_trend_weight == MEMBER_TREND_WEIGHT == 1.25
+    assert Forecaster.from_checkpoint(precision="32").member_trend_weight == MEMBER_TREND_WEIGHT == 2.0
     assert Forecaster.from_checkpoint(precision="32", member_trend_weight=0).member_trend_weight == 0
     with pytest.raises(ValueError, match="member_trend_weight"):
         Forecaster.from_checkpoint(precision="32", member_trend_weight=-1)
