@@ -102,6 +102,15 @@ def _sprog_weight(weight: float | None, lagrangian: bool) -> float:
     return float(weight)
 
 
+def _member_trend_weight(weight: float | None, lagrangian: bool) -> float | None:
+    """The members' trend weight, checked; None gives :data:`MEMBER_TREND_WEIGHT` (Lagrangian) or None."""
+    if weight is None:
+        return MEMBER_TREND_WEIGHT if lagrangian else None
+    if not (np.isfinite(weight) and weight >= 0):
+        raise ValueError(f"member_trend_weight must be a number ≥ 0, got {weight!r}")
+    return weight
+
+
 def post_processing(
     frame: str,
     probability_matching: str | None,
@@ -111,13 +120,15 @@ def post_processing(
     symmetries: int,
     inflow: str | None = None,
     sprog_weight: float | None = None,
+    member_trend_weight: float | None = None,
 ) -> dict[str, Any]:
     """The post-processing settings of a model forecasting in ``frame``, None taking the frame's default.
 
     A Lagrangian model matches, smooths by lead time and continues the trend by default; an Eulerian
     one does none of these. A setting out of range is a ``ValueError``. Returns the
     :class:`Forecaster` fields ``probability_matching``, ``smoothing_km_per_minute``,
-    ``trend_weight``, ``fade``, ``symmetries``, ``inflow`` and ``sprog_weight``.
+    ``trend_weight``, ``fade``, ``symmetries``, ``inflow``, ``sprog_weight`` and
+    ``member_trend_weight`` (an Eulerian model's stays None: its probabilities take ``trend_weight``).
     """
     from nowcast.lagrangian import INFLOWS
 
@@ -131,6 +142,7 @@ def post_processing(
     if inflow is None:
         inflow = INFLOW if lagrangian else "empty"
     sprog_weight = _sprog_weight(sprog_weight, lagrangian)
+    member_trend_weight = _member_trend_weight(member_trend_weight, lagrangian)
     if inflow not in INFLOWS:
         raise ValueError(f"inflow must be one of {INFLOWS}, got {inflow!r}")
     if probability_matching not in PROBABILITY_MATCHING:
@@ -151,6 +163,7 @@ def post_processing(
         "symmetries": int(symmetries),
         "inflow": inflow,
         "sprog_weight": sprog_weight,
+        "member_trend_weight": member_trend_weight,
     }
 
 
@@ -314,12 +327,16 @@ class Forecaster:
         precision = choice.name
         frame = str(data.get("frame", "eulerian"))
         post = post_processing(
-            frame, probability_matching, smoothing_km_per_minute, trend_weight, fade, symmetries, inflow, sprog_weight
+            frame,
+            probability_matching,
+            smoothing_km_per_minute,
+            trend_weight,
+            fade,
+            symmetries,
+            inflow,
+            sprog_weight,
+            member_trend_weight,
         )
-        if member_trend_weight is None and frame == "lagrangian":
-            member_trend_weight = MEMBER_TREND_WEIGHT
-        if member_trend_weight is not None and not (np.isfinite(member_trend_weight) and member_trend_weight >= 0):
-            raise ValueError(f"member_trend_weight must be a number ≥ 0, got {member_trend_weight!r}")
         has_head = model.probability_conv is not None
         if probability_source is None:
             probability_source = "head" if has_head else "members"
@@ -340,7 +357,6 @@ class Forecaster:
             frame=frame,
             grid_km=float(data.get("grid_km", 1.0)),
             probability_source=probability_source,
-            member_trend_weight=member_trend_weight,
             **post,
         )
 
